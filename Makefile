@@ -1,0 +1,31 @@
+# Set-up and the two everyday commands. Everything goes into .venv; nothing is
+# installed outside it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+OUT    ?= outputs/digits
+
+.PHONY: run test install lint bench clean
+
+## run: the main job — sample class-conditional digits with the shipped weights (PNG grids in $(OUT))
+run: $(STAMP)
+	$(BIN)/diffusekit run gaussian:digits --out $(OUT)
+
+## test: the whole test suite (what CI runs)
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml plugins/gaussian/pyproject.toml scripts/install-torch.sh
+	$(PYTHON) -m venv $(VENV)
+	scripts/install-torch.sh $(BIN)/python
+	$(BIN)/python -m pip install -e ".[test]" -e plugins/gaussian
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check core plugins tests
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .hypothesis

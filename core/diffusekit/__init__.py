@@ -1,0 +1,101 @@
+"""diffusekit: a plugin-based framework for diffusion models.
+
+The public API is what this module exports; everything else may change.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from diffusekit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from diffusekit.condition import ClassLabel, Condition, Embedding
+from diffusekit.data import Data, Dataset
+from diffusekit.denoiser import Denoiser, DenoiserLike
+from diffusekit.errors import (
+    AmbiguousComponent,
+    CheckpointError,
+    ComponentNotFound,
+    ConfigError,
+    DiffusekitError,
+    DuplicateComponent,
+    PluginError,
+    ShapeError,
+)
+from diffusekit.guidance import Guidance
+from diffusekit.hookspecs import hookimpl
+from diffusekit.method import Method
+from diffusekit.network import Network
+from diffusekit.parameterization import GaussianParameterization, Parameterization, Prepared
+from diffusekit.pipeline import Pipeline, build, load
+from diffusekit.plugins import get_registry
+from diffusekit.prediction import Prediction
+from diffusekit.recipe import ComponentSpec, PartSpec, Recipe, SampleConfig, TrainConfig, load_recipe, save_recipe
+from diffusekit.sampler import Sampler, Step, TimeGrid, TimePlan
+from diffusekit.schedule import CategoricalSchedule, Corrupted, GaussianCoefficients, GaussianSchedule, Schedule
+from diffusekit.state import DEFAULT_PART, align_time
+from diffusekit.training import train
+
+try:
+    __version__ = version("diffusekit")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+
+def resolve(kind: str, name: str) -> type:
+    """The registered component class of ``kind`` called ``name`` (``plugin:name`` or a unique bare name)."""
+    return get_registry().resolve(kind, name).obj
+
+
+__all__ = [
+    "DEFAULT_PART",
+    "AmbiguousComponent",
+    "CategoricalSchedule",
+    "Checkpoint",
+    "CheckpointError",
+    "ClassLabel",
+    "ComponentNotFound",
+    "ComponentSpec",
+    "Condition",
+    "ConfigError",
+    "Corrupted",
+    "Data",
+    "Dataset",
+    "Denoiser",
+    "DenoiserLike",
+    "DiffusekitError",
+    "DuplicateComponent",
+    "Embedding",
+    "GaussianCoefficients",
+    "GaussianParameterization",
+    "GaussianSchedule",
+    "Guidance",
+    "Method",
+    "Network",
+    "Parameterization",
+    "PartSpec",
+    "Pipeline",
+    "PluginError",
+    "Prediction",
+    "Prepared",
+    "Recipe",
+    "SampleConfig",
+    "Sampler",
+    "Schedule",
+    "ShapeError",
+    "Step",
+    "TimeGrid",
+    "TimePlan",
+    "TrainConfig",
+    "__version__",
+    "align_time",
+    "build",
+    "get_registry",
+    "hookimpl",
+    "load",
+    "load_checkpoint",
+    "load_recipe",
+    "resolve",
+    "save_checkpoint",
+    "save_recipe",
+    "train",
+]

@@ -1,0 +1,402 @@
+"""The ``diffusekit`` command line (click).
+
+Every error a person can cause (a malformed recipe, an unknown component, a wrong
+shape, a pickle file, a broken plugin) ends in one line ``Error: ...`` on stderr and a
+non-zero exit; set ``DIFFUSEKIT_DEBUG=1`` to see tracebacks of unexpected errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from diffusekit.errors import DiffusekitError
+
+KIND_NAMES = ("schedule", "parameterization", "network", "sampler", "grid", "condition", "guidance", "dataset", "method")
+
+
+class Group(click.Group):
+    """A click group that turns errors into one line and an exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except DiffusekitError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            if os.environ.get("DIFFUSEKIT_DEBUG"):
+                raise
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise click.ClickException(f"{message} (set DIFFUSEKIT_DEBUG=1 for the traceback)") from None
+
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
+    from diffusekit.recipe import parse_value
+
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def _recipe(target: str, sets: tuple[str, ...], seed: int | None):
+    import attrs
+
+    from diffusekit.pipeline import resolve_recipe
+    from diffusekit.plugins import get_registry
+    from diffusekit.recipe import apply_overrides, validate
+
+    registry = get_registry()
+    recipe = resolve_recipe(target, registry)
+    overrides = _parse_sets(sets)
+    if overrides:
+        recipe = apply_overrides(recipe, overrides)
+    if seed is not None:
+        recipe = attrs.evolve(recipe, seed=seed)
+    validate(recipe, registry)
+    return recipe
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="diffusekit")
+def cli() -> None:
+    """diffusekit: diffusion models from composable, plugin-provided components."""
+
+
+# --- plugins and components --------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.option("--all", "show_all", is_flag=True, help="Include the built-in 'core' plugin.")
+def plugins(as_json: bool, show_all: bool) -> None:
+    """List installed plugins: version, distribution, hooks, components, load errors."""
+    from diffusekit.plugins import loaded
+
+    infos = [i for i in loaded().plugins.values() if show_all or not i.builtin]
+    if as_json:
+        click.echo(json.dumps([i.as_json() for i in infos], indent=2))
+        return
+    if not infos:
+        click.echo("No plugins installed.")
+    for info in infos:
+        count = sum(len(v) for v in info.components.values())
+        head = f"{info.name} {info.version or ''} ({info.distribution or info.module})".replace("  ", " ")
+        click.echo(f"{head}: {'ERROR ' + info.error if info.error else f'{count} components'}")
+
+
+@cli.command(name="list")
+@click.argument("kind", required=False, type=click.Choice(KIND_NAMES))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_components(kind: str | None, as_json: bool) -> None:
+    """List registered components, optionally of one KIND."""
+    from diffusekit.plugins import get_registry
+
+    entries = get_registry().entries(kind)
+    if as_json:
+        click.echo(json.dumps([{"kind": e.kind, "name": e.qualname, "summary": e.summary} for e in entries], indent=2))
+        return
+    current = None
+    for e in entries:
+        if e.kind != current:
+            current = e.kind
+            click.echo(f"{e.kind}s:")
+        click.echo(f"  {e.qualname:32s} {e.summary}")
+
+
+def describe(entry: Any) -> dict[str, Any]:
+    """Name, documentation and parameters (type, default) of a registered component."""
+    import inspect
+
+    import attrs
+
+    attrs.resolve_types(entry.obj)
+    params = []
+    for f in attrs.fields(entry.obj):
+        if not f.init:
+            continue
+        default = f.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = "<factory>"
+        elif default is attrs.NOTHING:
+            default = "<required>"
+        type_name = getattr(f.type, "__name__", None) or str(f.type).replace("typing.", "")
+        params.append({"name": f.name, "type": type_name, "default": default})
+    facts = {}
+    for attr in ("supports", "stochastic", "evaluations_per_step", "kind", "prediction"):
+        value = inspect.getattr_static(entry.obj, attr, None)
+        if value is not None and not isinstance(value, property):
+            facts[attr] = sorted(value) if isinstance(value, frozenset) else value
+    return {"kind": entry.kind, "name": entry.qualname, "plugin": entry.plugin,
+            "class": f"{entry.obj.__module__}.{entry.obj.__qualname__}",
+            "doc": inspect.cleandoc(entry.obj.__doc__ or ""), "parameters": params, "facts": facts}
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--kind", type=click.Choice(KIND_NAMES), help="Only components of this kind.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show(name: str, kind: str | None, as_json: bool) -> None:
+    """Show a component's documentation and parameters with their defaults."""
+    from diffusekit.errors import ComponentNotFound
+    from diffusekit.plugins import get_registry
+
+    registry = get_registry()
+    entries = [registry.resolve(kind, name)] if kind else registry.find(name)
+    if not entries:
+        raise ComponentNotFound(f"no component is called {name!r}; see 'diffusekit list'")
+    described = [describe(e) for e in entries]
+    if as_json:
+        click.echo(json.dumps(described, indent=2, default=str))
+        return
+    for d in described:
+        click.echo(f"{d['name']} ({d['kind']}, {d['class']})\n")
+        click.echo("\n".join("  " + line for line in d["doc"].splitlines()) or "  (undocumented)")
+        if d["facts"]:
+            click.echo("\nfacts: " + ", ".join(f"{k}={v}" for k, v in d["facts"].items()))
+        click.echo("\nparameters:" if d["parameters"] else "\nparameters: none")
+        for p in d["parameters"]:
+            click.echo(f"  {p['name']}: {p['type']} = {p['default']!r}")
+        click.echo("")
+
+
+# --- the main job ------------------------------------------------------------------------------
+
+
+def _write_samples(pipeline: Any, samples: Any, condition: Any, out: Path) -> list[Path]:
+    from safetensors.torch import save_file
+
+    from diffusekit.state import as_parts
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "samples.safetensors"
+    save_file({k: v.contiguous() for k, v in as_parts(samples).items()}, str(path))
+    written = [path]
+    if pipeline.method is not None:
+        written.extend(pipeline.method.write_outputs(samples, condition, out))
+    return written
+
+
+def _sample_and_write(pipeline: Any, num: int | None, out: Path, progress: bool) -> None:
+    num = pipeline.recipe.sample.num if num is None else num
+    condition = pipeline.method.condition(num) if pipeline.method is not None else None
+    samples = pipeline.sample(num, condition=condition, progress=progress)
+    for path in _write_samples(pipeline, samples, condition, out):
+        click.echo(f"wrote {path}")
+
+
+def _model_differs(shipped: Any, recipe: Any) -> str | None:
+    for name in ("parts", "network"):
+        if getattr(shipped, name) != getattr(recipe, name):
+            return name
+    return None
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe entry (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("outputs"), show_default=True)
+@click.option("--seed", type=int, help="Override the recipe's seed.")
+@click.option("--num", type=int, help="Number of samples (default: the recipe's sample.num).")
+@click.option("--train", "force_train", is_flag=True, help="Train from scratch even if the method ships weights.")
+@click.option("--steps", type=int, help="Training steps (default: the recipe's train.steps).")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+def run(target: str, sets: tuple[str, ...], out: Path, seed: int | None, num: int | None, force_train: bool,
+        steps: int | None, progress: bool) -> None:
+    """Run METHOD or RECIPE.toml: load shipped weights (or train), sample, write outputs to --out."""
+    from diffusekit.checkpoint import load_checkpoint
+    from diffusekit.pipeline import build
+    from diffusekit.training import train as train_loop
+
+    recipe = _recipe(target, sets, seed)
+    pipeline = build(recipe)
+    shipped = None if force_train or pipeline.method is None else pipeline.method.weights()
+    if shipped is not None:
+        checkpoint = load_checkpoint(shipped)
+        differs = _model_differs(checkpoint.recipe, recipe)
+        if differs:
+            click.echo(f"The recipe's {differs} differs from the shipped weights; training from scratch.", err=True)
+            shipped = None
+        else:
+            pipeline.load_weights(checkpoint.weights(), source=str(shipped))
+            click.echo(f"loaded shipped weights {shipped.name} (trained {checkpoint.step} steps)", err=True)
+    if shipped is None:
+        click.echo(f"training {recipe.train.steps if steps is None else steps} steps", err=True)
+        train_loop(pipeline, out=out / "model.safetensors", steps=steps, progress=progress)
+    _sample_and_write(pipeline, num, out, progress)
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint (.safetensors).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe entry (repeatable).")
+@click.option("--seed", type=int, help="Override the recipe's seed.")
+@click.option("--steps", type=int, help="Total training steps (default: the recipe's train.steps).")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint at --out.")
+@click.option("--progress/--no-progress", default=True)
+def train(target: str, out: Path, sets: tuple[str, ...], seed: int | None, steps: int | None, resume: bool,
+          progress: bool) -> None:
+    """Train RECIPE (a .toml/.json file or a method name) and write a checkpoint."""
+    from diffusekit.pipeline import build
+    from diffusekit.training import train as train_loop
+
+    recipe = _recipe(target, sets, seed)
+    if out.suffix != ".safetensors":
+        raise click.BadParameter("checkpoints are .safetensors files", param_hint="--out")
+    result = train_loop(build(recipe), out=out, resume=resume, steps=steps, progress=progress)
+    click.echo(f"wrote {out} (step {result.step}, loss {result.loss:.4f})")
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--num", type=int, help="Number of samples (default: the recipe's sample.num).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("samples"), show_default=True)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a sampling entry, e.g. sampler=gaussian:ddim.")
+@click.option("--seed", type=int, help="Override the recipe's seed.")
+@click.option("--progress/--no-progress", default=True)
+def sample(checkpoint: Path, num: int | None, out: Path, sets: tuple[str, ...], seed: int | None, progress: bool) -> None:
+    """Sample from a checkpoint; it carries its recipe, so nothing else is needed."""
+    from diffusekit.pipeline import load
+
+    overrides = _parse_sets(sets)
+    if seed is not None:
+        overrides["seed"] = seed
+    pipeline = load(checkpoint, **overrides)
+    _sample_and_write(pipeline, num, out, progress)
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--half", is_flag=True, help="Store weights as float16 (half the size).")
+def export(checkpoint: Path, out: Path, half: bool) -> None:
+    """Write a sampling-only checkpoint: the EMA weights and the recipe, no optimizer state."""
+    import torch
+
+    from diffusekit.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    weights = {f"ema.{k}": (v.half() if half and v.is_floating_point() else v) for k, v in ckpt.weights().items()}
+    save_checkpoint(out, weights, ckpt.recipe, step=ckpt.step)
+    size = out.stat().st_size / 2**20
+    click.echo(f"wrote {out} ({size:.2f} MiB, {sum(v.numel() for v in weights.values()) / 1e6:.2f}M parameters, "
+               f"{'float16' if half else str(torch.get_default_dtype()).replace('torch.', '')})")
+
+
+# --- plugin authors ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("plugin")
+@click.option("--max-examples", type=int, help="Hypothesis examples per property (default 20).")
+@click.option("-v", "--verbose", is_flag=True, help="List every contract, not only failures.")
+def check(plugin: str, max_examples: int | None, verbose: bool) -> None:
+    """Run the conformance contracts on every component PLUGIN registers."""
+    import time
+
+    from diffusekit.plugins import loaded
+    from diffusekit.testing.contracts import plugin_contracts
+
+    if max_examples is not None:
+        os.environ["DIFFUSEKIT_MAX_EXAMPLES"] = str(max_examples)
+    state = loaded()
+    info = state.plugins.get(plugin)
+    if info is None:
+        raise click.ClickException(f"plugin {plugin!r} is not installed (installed: {', '.join(state.plugins)})")
+    if info.error:
+        raise click.ClickException(f"plugin {plugin!r} failed to load: {info.error}")
+    contracts = plugin_contracts(plugin, state.registry)
+    if not contracts:
+        raise click.ClickException(f"plugin {plugin!r} registers no components")
+    failures = 0
+    began = time.perf_counter()
+    for contract in contracts:
+        try:
+            contract.check()
+        except Exception as exc:  # report every failing contract, then exit non-zero
+            failures += 1
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            click.echo(f"FAIL {contract.id}: {reason}")
+        else:
+            if verbose:
+                click.echo(f"ok   {contract.id}: {contract.doc}")
+    components = len({c.component for c in contracts})
+    summary = (f"{len(contracts) - failures}/{len(contracts)} contracts passed on {components} components "
+               f"of plugin {plugin!r} in {time.perf_counter() - began:.1f}s")
+    if failures:
+        raise click.ClickException(summary)
+    click.echo(summary)
+
+
+@cli.command(name="new-plugin")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), help="Parent folder (default: .).")
+def new_plugin(name: str, directory: Path | None) -> None:
+    """Scaffold an installable plugin package NAME (pyproject, hookimpl, component, conformance test)."""
+    from diffusekit.scaffold import scaffold
+
+    root = scaffold(name, directory or Path.cwd())
+    click.echo(f"created {root}\nnext: pip install -e {root} && diffusekit check {name}")
+
+
+def _pip(*args: str) -> None:
+    code = subprocess.call([sys.executable, "-m", "pip", *args])
+    if code:
+        raise click.ClickException(f"pip {args[0]} exited with status {code}")
+
+
+@cli.command()
+@click.argument("packages", nargs=-1, required=True)
+@click.option("-U", "--upgrade", is_flag=True)
+@click.option("-e", "--editable", is_flag=True, help="Install a local path in editable mode.")
+def install(packages: tuple[str, ...], upgrade: bool, editable: bool) -> None:
+    """pip-install plugin PACKAGES into diffusekit's own environment."""
+    args = ["install", *(["--upgrade"] if upgrade else [])]
+    for package in packages:
+        args.extend(["-e", package] if editable else [package])
+    _pip(*args)
+
+
+@cli.command()
+@click.argument("packages", nargs=-1, required=True)
+def uninstall(packages: tuple[str, ...]) -> None:
+    """pip-uninstall PACKAGES from diffusekit's environment."""
+    _pip("uninstall", "-y", *packages)
+
+
+def _plugin_commands() -> None:
+    """Let plugins add commands (``register_commands``); a failing plugin is skipped with a warning."""
+    from diffusekit.plugins import loaded
+
+    state = loaded()
+    for impl in state.manager.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:
+            click.echo(f"Warning: plugin {impl.plugin_name!r} failed to add commands: {exc}", err=True)
+
+
+def main() -> None:
+    try:
+        _plugin_commands()
+    except Exception as exc:  # never let plugin discovery stop the CLI
+        click.echo(f"Warning: could not load plugin commands: {exc}", err=True)
+    cli(prog_name="diffusekit")
+
+
+if __name__ == "__main__":
+    main()

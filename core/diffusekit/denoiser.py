@@ -1,0 +1,81 @@
+"""Denoisers: a network plus, for every part, its schedule and parameterization.
+
+Anything with a ``schedules`` mapping and a ``__call__(x, t, condition)`` returning
+one prediction per part is a denoiser for the samplers (:class:`DenoiserLike`): the
+trained :class:`Denoiser`, a guided denoiser, or the exact Gaussian-mixture oracle of
+:mod:`diffusekit.testing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+from torch import Tensor, nn
+
+from diffusekit.condition import Condition
+from diffusekit.errors import ShapeError
+from diffusekit.parameterization import Parameterization, Prepared
+from diffusekit.schedule import Schedule
+from diffusekit.state import DEFAULT_PART, Parts, PartTimes, State, Time, as_parts, part_times
+
+
+@runtime_checkable
+class DenoiserLike(Protocol):
+    """What samplers need: per-part schedules and a prediction per part."""
+
+    schedules: Mapping[str, Schedule]
+
+    def __call__(self, x: Parts, t: PartTimes, condition: Condition | None = None) -> dict[str, Any]: ...
+
+
+@attrs.frozen(eq=False)
+class Denoiser:
+    """A network with its per-part schedules and parameterizations.
+
+    The network is called once per evaluation, on all parts together:
+    ``network(x_in, noise_level, condition)``. For a single-part denoiser (one part
+    named ``"x"``) it receives and returns tensors; otherwise dicts keyed by part.
+    """
+
+    network: nn.Module
+    schedules: Mapping[str, Schedule]
+    parameterizations: Mapping[str, Parameterization]
+
+    def __attrs_post_init__(self) -> None:
+        if set(self.schedules) != set(self.parameterizations):
+            raise ShapeError(
+                f"schedules cover parts {sorted(self.schedules)} but parameterizations cover "
+                f"{sorted(self.parameterizations)}"
+            )
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(self.schedules)
+
+    def prepare(self, x: Parts, t: PartTimes) -> dict[str, Prepared]:
+        unknown = set(x) - set(self.schedules)
+        if unknown or len(x) != len(self.schedules):
+            raise ShapeError(f"the state has parts {sorted(x)}; this denoiser expects {sorted(self.schedules)}")
+        return {p: self.parameterizations[p].prepare(self.schedules[p], x[p], t[p]) for p in x}
+
+    def run_network(self, prepared: Mapping[str, Prepared], condition: Condition | None) -> dict[str, Tensor]:
+        if list(prepared) == [DEFAULT_PART]:
+            p = prepared[DEFAULT_PART]
+            return {DEFAULT_PART: self.network(p.x_in, p.noise_level, condition)}
+        out = self.network(
+            {k: p.x_in for k, p in prepared.items()},
+            {k: p.noise_level for k, p in prepared.items()},
+            condition,
+        )
+        return dict(out)
+
+    def __call__(self, x: State, t: Time, condition: Condition | None = None) -> Any:
+        """One prediction per part (a bare prediction if ``x`` is a bare tensor)."""
+        parts = as_parts(x)
+        times = part_times(t, parts, device=next(iter(parts.values())).device)
+        prepared = self.prepare(parts, times)
+        raw = self.run_network(prepared, condition)
+        out = {p: self.parameterizations[p].output(raw[p], prepared[p]) for p in parts}
+        return out[DEFAULT_PART] if isinstance(x, Tensor) else out

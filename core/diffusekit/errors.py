@@ -1,0 +1,44 @@
+"""Errors meant for people: each carries a one-line message that says what to fix.
+
+The CLI prints ``Error: <message>`` for any :class:`DiffusekitError` and exits
+non-zero; it never shows a traceback for them.
+"""
+
+from __future__ import annotations
+
+
+class DiffusekitError(Exception):
+    """Base class of every error diffusekit raises on bad input."""
+
+
+class ConfigError(DiffusekitError, ValueError):
+    """A recipe or a component's parameters are malformed; the message names the path."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.reason = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class ComponentNotFound(DiffusekitError, LookupError):
+    """No registered component has the requested name."""
+
+
+class AmbiguousComponent(DiffusekitError, LookupError):
+    """A bare name matches components of several plugins."""
+
+
+class DuplicateComponent(DiffusekitError):
+    """Two registrations claim the same qualified name."""
+
+
+class ShapeError(DiffusekitError, ValueError):
+    """A tensor's shape does not fit (time against data, state parts, ...)."""
+
+
+class CheckpointError(DiffusekitError):
+    """A checkpoint is missing, not safetensors, or lacks diffusekit metadata."""
+
+
+class PluginError(DiffusekitError):
+    """A plugin failed to load or to register its components."""

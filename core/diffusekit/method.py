@@ -1,0 +1,40 @@
+"""Methods: end-to-end recipes (data, network, defaults) runnable from the CLI.
+
+``diffusekit run METHOD`` builds the method's :meth:`Method.recipe`, loads its shipped
+:meth:`Method.weights` when the recipe still matches them (or trains), samples with
+:meth:`Method.condition` and writes real outputs with :meth:`Method.write_outputs`.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from diffusekit.condition import Condition
+from diffusekit.state import State
+
+if TYPE_CHECKING:
+    from diffusekit.recipe import Recipe
+
+
+class Method(abc.ABC):
+    """Base class of registered methods."""
+
+    @abc.abstractmethod
+    def recipe(self) -> Recipe:
+        """The default recipe of this method."""
+
+    def weights(self) -> Path | None:
+        """A shipped safetensors checkpoint trained with :meth:`recipe`, if any."""
+        return None
+
+    def condition(self, num: int, *, device: torch.device | str | None = None) -> Condition | None:
+        """The conditions to sample ``num`` outputs with (``None``: unconditional)."""
+        return None
+
+    @abc.abstractmethod
+    def write_outputs(self, samples: State, condition: Condition | None, out_dir: Path) -> list[Path]:
+        """Write samples as files people can look at; return their paths."""

@@ -1,0 +1,89 @@
+r"""Parameterizations: how a network's raw input and output relate to the state.
+
+A parameterization decides what the network sees (input scaling, noise-level
+embedding input) and what its output means (a :class:`~diffusekit.prediction.Prediction`),
+and it defines the regression target used for training. It is a frozen attrs class:
+no state, safe to share.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import attrs
+import torch
+from torch import Tensor
+
+from diffusekit.prediction import Prediction, from_x0_eps
+from diffusekit.schedule import Corrupted, GaussianCoefficients, GaussianSchedule, Schedule
+
+
+@attrs.frozen(eq=False)
+class Prepared:
+    """Network inputs for one part, plus what :meth:`Parameterization.output` needs."""
+
+    x_in: Tensor
+    noise_level: Tensor
+    x: Tensor
+    context: Any = None
+
+
+class Parameterization(abc.ABC):
+    """Maps (state, time) to network inputs and network outputs to predictions."""
+
+    kind: ClassVar[str]
+    """The schedule family this parameterization works with."""
+
+    @abc.abstractmethod
+    def prepare(self, schedule: Schedule, x: Tensor, t: Tensor) -> Prepared:
+        """Network inputs for part ``x`` at time ``t`` (``t`` not yet aligned with ``x``)."""
+
+    @abc.abstractmethod
+    def output(self, raw: Tensor, prepared: Prepared) -> Any:
+        """The prediction that the network output ``raw`` stands for."""
+
+    @abc.abstractmethod
+    def loss(self, raw: Tensor, prepared: Prepared, x0: Tensor, corrupted: Corrupted) -> Tensor:
+        """Per-element training loss of output ``raw`` for clean data ``x0``."""
+
+
+class GaussianParameterization(Parameterization):
+    r"""A parameterization for Gaussian parts whose network output is a prediction of kind :attr:`prediction`.
+
+    Subclasses override :meth:`network_input`, :meth:`noise_level` and :meth:`output_value`
+    for preconditioning; the default is the identity on inputs, the time ``t`` as noise
+    level, and the raw output taken as is. The loss is the squared error to
+    :meth:`target`, the value of the raw output that reproduces :math:`(x_0, \varepsilon)`.
+    """
+
+    kind: ClassVar[str] = "gaussian"
+    prediction: ClassVar[str]
+
+    def network_input(self, x: Tensor, c: GaussianCoefficients) -> Tensor:
+        return x
+
+    def noise_level(self, t: Tensor, c: GaussianCoefficients) -> Tensor:
+        return t
+
+    def output_value(self, raw: Tensor, x: Tensor, c: GaussianCoefficients) -> Tensor:
+        return raw
+
+    def target(self, x0: Tensor, eps: Tensor, x: Tensor, c: GaussianCoefficients) -> Tensor:
+        return from_x0_eps(self.prediction, x0, eps, c)
+
+    def prepare(self, schedule: Schedule, x: Tensor, t: Tensor) -> Prepared:
+        if not isinstance(schedule, GaussianSchedule):
+            raise TypeError(f"{type(self).__name__} needs a Gaussian schedule, got {type(schedule).__name__}")
+        c_raw = schedule.coefficients(t)
+        c = c_raw.align(x)
+        return Prepared(self.network_input(x, c), self.noise_level(t, c_raw), x, c)
+
+    def output(self, raw: Tensor, prepared: Prepared) -> Prediction:
+        c = prepared.context
+        return Prediction(self.prediction, self.output_value(raw, prepared.x, c), prepared.x, c)
+
+    def loss(self, raw: Tensor, prepared: Prepared, x0: Tensor, corrupted: Corrupted) -> Tensor:
+        assert corrupted.noise is not None
+        target = self.target(x0, corrupted.noise, prepared.x, prepared.context)
+        return torch.square(raw - target)

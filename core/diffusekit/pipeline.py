@@ -1,0 +1,162 @@
+"""Pipelines: a recipe built into ready components.
+
+``diffusekit.build(recipe)`` resolves every component through the registry and returns
+a :class:`Pipeline`; ``diffusekit.load("model.safetensors")`` does the same from a
+checkpoint's recipe and loads its weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from diffusekit.checkpoint import load_checkpoint
+from diffusekit.condition import Condition
+from diffusekit.denoiser import Denoiser
+from diffusekit.errors import CheckpointError, ConfigError
+from diffusekit.guidance import Guidance
+from diffusekit.method import Method
+from diffusekit.plugins import get_registry
+from diffusekit.recipe import Recipe, instantiate, load_recipe, recipe_from_dict, validate
+from diffusekit.registry import Registry
+from diffusekit.sampler import Callback, Sampler, TimeGrid
+from diffusekit.state import DEFAULT_PART, State
+
+
+@attrs.frozen(eq=False)
+class Pipeline:
+    """A denoiser with the sampler, grid and guidance its recipe names.
+
+    Sampling reads the components and never mutates them, so one pipeline can serve
+    many threads at once (each with its own ``torch.Generator``).
+    """
+
+    recipe: Recipe
+    denoiser: Denoiser
+    sampler: Sampler
+    grid: TimeGrid
+    guidance: Guidance | None = None
+    method: Method | None = None
+
+    @property
+    def network(self) -> torch.nn.Module:
+        return self.denoiser.network
+
+    def sample(
+        self,
+        num: int | None = None,
+        *,
+        condition: Condition | None = None,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        progress: bool = False,
+        callback: Callback | None = None,
+        device: torch.device | str | None = None,
+    ) -> State:
+        """Draw ``num`` samples (default ``recipe.sample.num``), in batches of ``recipe.sample.batch_size``.
+
+        Without a ``condition`` the method's default conditions are used. Without a
+        ``generator`` one is seeded from ``seed`` (default: the recipe's seed).
+        """
+        num = self.recipe.sample.num if num is None else int(num)
+        if condition is None and self.method is not None:
+            condition = self.method.condition(num, device=device)
+        if condition is not None and condition.batch_size != num:
+            raise ConfigError("condition", f"has {condition.batch_size} samples, expected {num}")
+        if generator is None:
+            generator = torch.Generator(device=device or "cpu").manual_seed(self.recipe.seed if seed is None else seed)
+        size = self.recipe.sample.batch_size
+        chunks: list[dict[str, Tensor]] = []
+        for start in range(0, num, size):
+            n = min(size, num - start)
+            shapes = {name: (n, *part.shape) for name, part in self.recipe.parts.items()}
+            out = self.sampler.sample(
+                self.denoiser,
+                shapes,
+                self.grid,
+                condition=None if condition is None else condition.take(slice(start, start + n)),
+                guidance=self.guidance,
+                generator=generator,
+                callback=callback,
+                progress=progress,
+                device=device,
+            )
+            chunks.append(out)  # type: ignore[arg-type]
+        parts = {name: torch.cat([c[name] for c in chunks]) for name in self.recipe.parts}
+        return parts[DEFAULT_PART] if list(parts) == [DEFAULT_PART] else parts
+
+    def load_weights(self, weights: Mapping[str, Tensor], source: str = "weights") -> None:
+        """Load network weights; a mismatch names the missing or unexpected keys."""
+        own = self.network.state_dict()
+        missing = sorted(set(own) - set(weights))
+        unexpected = sorted(set(weights) - set(own))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{source} do not fit this network: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
+        for key, value in weights.items():
+            if own[key].shape != value.shape:
+                raise CheckpointError(
+                    f"{source}: {key} has shape {tuple(value.shape)}, the network expects {tuple(own[key].shape)}"
+                )
+        self.network.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
+
+
+def resolve_recipe(source: Recipe | str | Path | Mapping[str, Any], registry: Registry | None = None) -> Recipe:
+    """A recipe from a Recipe, a dict, a ``.toml``/``.json`` path or a method name."""
+    if isinstance(source, Recipe):
+        return source
+    if isinstance(source, Mapping):
+        return recipe_from_dict(source)
+    text = str(source)
+    if text.endswith((".toml", ".json")) or Path(text).is_file():
+        return load_recipe(text)
+    registry = registry or get_registry()
+    try:
+        entry = registry.resolve("method", text)
+    except Exception as exc:
+        raise ConfigError("", f"{text!r} is neither a recipe file nor a method: {exc}") from None
+    return entry.obj().recipe()
+
+
+def build(source: Recipe | str | Path | Mapping[str, Any], registry: Registry | None = None) -> Pipeline:
+    """Build the pipeline a recipe describes (network freshly initialised from ``recipe.seed``)."""
+    registry = registry or get_registry()
+    recipe = resolve_recipe(source, registry)
+    validate(recipe, registry)
+    schedules = {
+        name: instantiate(registry, "schedule", part.schedule, f"parts.{name}.schedule")
+        for name, part in recipe.parts.items()
+    }
+    parameterizations = {
+        name: instantiate(registry, "parameterization", part.parameterization, f"parts.{name}.parameterization")
+        for name, part in recipe.parts.items()
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        network = instantiate(registry, "network", recipe.network, "network").build()
+    network.eval()
+    return Pipeline(
+        recipe=recipe,
+        denoiser=Denoiser(network, schedules, parameterizations),
+        sampler=instantiate(registry, "sampler", recipe.sampler, "sampler"),
+        grid=instantiate(registry, "grid", recipe.grid, "grid"),
+        guidance=None if recipe.guidance is None else instantiate(registry, "guidance", recipe.guidance, "guidance"),
+        method=None if recipe.method is None else registry.resolve("method", recipe.method).obj(),
+    )
+
+
+def load(path: str | Path, registry: Registry | None = None, **overrides: Any) -> Pipeline:
+    """A pipeline from a checkpoint: its recipe (with ``overrides``) and its sampling weights."""
+    from diffusekit.recipe import apply_overrides
+
+    checkpoint = load_checkpoint(path)
+    recipe = apply_overrides(checkpoint.recipe, overrides) if overrides else checkpoint.recipe
+    pipeline = build(recipe, registry)
+    pipeline.load_weights(checkpoint.weights(), source=str(path))
+    return pipeline

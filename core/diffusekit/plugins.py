@@ -1,0 +1,186 @@
+"""Plugin discovery and loading.
+
+Plugins are modules named by entry points in the ``diffusekit`` group. Each is
+imported and its ``register_*`` hooks are called one plugin at a time, so a plugin that
+fails to import or to register is recorded with its error and left out, while every
+other plugin loads. The built-in plugin ``core`` (generic components) is registered
+through the same hooks.
+
+``DIFFUSEKIT_PLUGINS`` restricts loading to a comma-separated list of plugin names
+(an empty value loads none but ``core``), like ``LLM_LOAD_PLUGINS`` in simonw/llm.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import threading
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any
+
+import attrs
+import pluggy
+
+from diffusekit import hookspecs
+from diffusekit.registry import HOOKS, Entry, Registry, check_component, snake_case
+
+ENTRY_POINT_GROUP = "diffusekit"
+ENV_VAR = "DIFFUSEKIT_PLUGINS"
+BUILTIN = "core"
+
+
+@attrs.define
+class PluginInfo:
+    """What ``diffusekit plugins`` reports about one plugin."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    module: str | None = None
+    hooks: list[str] = attrs.Factory(list)
+    components: dict[str, list[str]] = attrs.Factory(dict)
+    error: str | None = None
+    builtin: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen(eq=False)
+class LoadedPlugins:
+    """The outcome of loading: the plugin manager, the registry and a report per plugin."""
+
+    manager: pluggy.PluginManager
+    registry: Registry
+    plugins: dict[str, PluginInfo]
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _allowed(env: str | None) -> set[str] | None:
+    if env is None:
+        return None
+    return {name.strip() for name in env.split(",") if name.strip()}
+
+
+def load(
+    entry_points: Iterable[md.EntryPoint] | None = None,
+    *,
+    env: str | None = None,
+    builtins: ModuleType | None = None,
+) -> LoadedPlugins:
+    """Discover, import and register plugins (see the module docstring)."""
+    manager = pluggy.PluginManager("diffusekit")
+    manager.add_hookspecs(hookspecs)
+    infos: dict[str, PluginInfo] = {}
+    modules: dict[str, object] = {}
+
+    if builtins is None:
+        from diffusekit import builtins as builtins_module
+
+        builtins = builtins_module
+    manager.register(builtins, name=BUILTIN)
+    modules[BUILTIN] = builtins
+    infos[BUILTIN] = PluginInfo(BUILTIN, "diffusekit", _version("diffusekit"), builtins.__name__, builtin=True)
+
+    allowed = _allowed(env)
+    if entry_points is None:
+        entry_points = md.entry_points(group=ENTRY_POINT_GROUP)
+    for ep in sorted(entry_points, key=lambda e: e.name):
+        if allowed is not None and ep.name not in allowed:
+            continue
+        dist = getattr(ep, "dist", None)
+        info = PluginInfo(
+            ep.name,
+            dist.metadata["Name"] if dist is not None else None,
+            dist.version if dist is not None else None,
+            ep.value,
+        )
+        if ep.name in infos:
+            other = infos[ep.name]
+            info.error = (
+                f"plugin name {ep.name!r} is already taken by {other.distribution or other.module}; "
+                f"{info.distribution or info.module} was not loaded"
+            )
+            infos[f"{ep.name} ({info.distribution or info.module})"] = info
+            continue
+        infos[ep.name] = info
+        try:
+            module = ep.load()
+            manager.register(module, name=ep.name)
+        except Exception as exc:  # a broken plugin must not break the others
+            info.error = f"failed to load: {_error_text(exc)}"
+            continue
+        modules[ep.name] = module
+
+    registry = Registry()
+    for name, module in modules.items():
+        _register_plugin(manager, registry, infos[name], module)
+    return LoadedPlugins(manager, registry, infos)
+
+
+def _register_plugin(manager: pluggy.PluginManager, registry: Registry, info: PluginInfo, module: object) -> None:
+    """Call the plugin's ``register_*`` hooks; on any error keep none of its components."""
+    info.hooks = sorted(impl.name for impl in manager.get_hookcallers(module) or [])
+    staged: list[Entry] = []
+    try:
+        for kind, hook in HOOKS.items():
+            impl = getattr(module, hook, None)
+            if impl is None or hook not in info.hooks:
+                continue
+            impl(register=_register_callback(kind, info.name, staged))
+        trial = Registry(registry.entries())
+        for entry in staged:
+            trial.add(entry)
+    except Exception as exc:
+        info.error = f"failed to register: {_error_text(exc)}"
+        info.components = {}
+        return
+    for entry in staged:
+        registry.add(entry)
+        info.components.setdefault(entry.kind, []).append(entry.qualname)
+
+
+def _register_callback(kind: str, plugin: str, staged: list[Entry]) -> Callable[..., None]:
+    def register(component: type, name: str | None = None) -> None:
+        name = name or snake_case(getattr(component, "__name__", str(component)))
+        check_component(kind, component, name)
+        staged.append(Entry(kind, plugin, name, component))
+
+    register.__doc__ = f"Register a {kind} of plugin {plugin!r} as ``{plugin}:<name>``."
+    return register
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+_lock = threading.Lock()
+_loaded: LoadedPlugins | None = None
+
+
+def loaded() -> LoadedPlugins:
+    """The plugins of this process, loaded on first use (honours ``DIFFUSEKIT_PLUGINS``)."""
+    global _loaded
+    with _lock:
+        if _loaded is None:
+            _loaded = load(env=os.environ.get(ENV_VAR))
+        return _loaded
+
+
+def get_registry() -> Registry:
+    """The registry of this process's plugins."""
+    return loaded().registry
+
+
+def reset() -> None:
+    """Forget loaded plugins (the next use discovers them again)."""
+    global _loaded
+    with _lock:
+        _loaded = None

@@ -1,0 +1,349 @@
+"""Recipes: components named by registry name plus parameters, as plain data.
+
+A :class:`Recipe` is frozen attrs data that cattrs (un)structures to and from TOML and
+JSON with exact round-trips. Components appear as tables with a ``name`` key and their
+parameters::
+
+    [sampler]
+    name = "gaussian:heun"
+
+    [grid]
+    name = "gaussian:karras"
+    steps = 18
+
+Every error names the offending path: ``grid.steps: expected int, got 'ten'``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import cattrs
+import tomli_w
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from diffusekit.errors import ComponentNotFound, ConfigError, DiffusekitError
+from diffusekit.registry import Registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@attrs.frozen
+class ComponentSpec:
+    """A component by registry name (``plugin:name`` or a unique bare name) and parameters."""
+
+    name: str
+    params: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class PartSpec:
+    """One part of the state: its per-sample shape, schedule and parameterization.
+
+    ``time_dims`` is how many leading dimensions (batch included) carry their own
+    training time: 1 = one time per sample, 2 = one per frame or token.
+    """
+
+    shape: tuple[int, ...]
+    schedule: ComponentSpec
+    parameterization: ComponentSpec
+    loss_weight: float = 1.0
+    time_dims: int = 1
+
+
+@attrs.frozen
+class TrainConfig:
+    """Settings of the core training loop (:func:`diffusekit.training.train`)."""
+
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup_steps: int = 0
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    condition_dropout: float = 0.1
+    time_distribution: Literal["uniform", "logit_normal"] = "uniform"
+    time_loc: float = 0.0
+    time_scale: float = 1.0
+    checkpoint_every: int = 1000
+    log_every: int = 50
+
+
+@attrs.frozen
+class SampleConfig:
+    """Settings of sampling: how many samples, in batches of what size."""
+
+    num: int = 16
+    batch_size: int = 256
+
+
+@attrs.frozen
+class Recipe:
+    """Everything needed to build, train and sample a pipeline."""
+
+    parts: dict[str, PartSpec]
+    network: ComponentSpec
+    sampler: ComponentSpec
+    grid: ComponentSpec
+    guidance: ComponentSpec | None = None
+    dataset: ComponentSpec | None = None
+    method: str | None = None
+    seed: int = 0
+    train: TrainConfig = TrainConfig()
+    sample: SampleConfig = SampleConfig()
+
+
+# --- strict structuring: no silent int('10') or int(3.7) --------------------------------
+
+
+def _strict(tp: type, ok) -> Any:
+    def hook(value: Any, _: Any) -> Any:
+        if not ok(value):
+            raise TypeError(f"expected {tp.__name__}, got {value!r}")
+        return tp(value)
+
+    return hook
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    conv.register_structure_hook(int, _strict(int, lambda v: isinstance(v, int) and not isinstance(v, bool)))
+    conv.register_structure_hook(float, _strict(float, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)))
+    conv.register_structure_hook(str, _strict(str, lambda v: isinstance(v, str)))
+    conv.register_structure_hook(bool, _strict(bool, lambda v: isinstance(v, bool)))
+
+    def structure_spec(value: Any, _: Any) -> ComponentSpec:
+        if isinstance(value, str):
+            return ComponentSpec(value)
+        if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
+            raise TypeError(f"expected a component name or a table with a 'name' key, got {value!r}")
+        return ComponentSpec(value["name"], {k: v for k, v in value.items() if k != "name"})
+
+    conv.register_structure_hook(ComponentSpec, structure_spec)
+    conv.register_unstructure_hook(ComponentSpec, lambda s: {"name": s.name, **s.params})
+    return conv
+
+
+converter = _make_converter()
+
+
+def _path(parts: list[Any]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _first_error(exc: BaseException, path: list[Any]) -> ConfigError:
+    """The first leaf of a cattrs exception group as a ConfigError with a dotted path."""
+    if isinstance(exc, ForbiddenExtraKeysError):
+        key = sorted(exc.extra_fields)[0]
+        allowed = ", ".join(f.name for f in attrs.fields(exc.cl)) if attrs.has(exc.cl) else ""
+        return ConfigError(_path(path + [key]), f"unknown key (expected one of: {allowed})")
+    if isinstance(exc, (ClassValidationError, IterableValidationError)):
+        with_notes, _ = exc.group_exceptions()
+        if with_notes:
+            sub, note = with_notes[0]
+            name = getattr(note, "name", getattr(note, "index", None))
+            return _first_error(sub, path + [name])
+        return _first_error(exc.exceptions[0], path)
+    if isinstance(exc, KeyError):
+        return ConfigError(_path(path), "missing required key")
+    message = str(exc)
+    if isinstance(exc, TypeError) and "required" in message and "argument" in message:
+        missing = message.split("'")[1] if "'" in message else ""
+        return ConfigError(_path(path + ([missing] if missing else [])), "missing required key")
+    return ConfigError(_path(path), message)
+
+
+def structure(data: Any, cls: type, path: str = "") -> Any:
+    """``data`` structured as ``cls``; errors become a :class:`ConfigError` naming the path."""
+    try:
+        return converter.structure(data, cls)
+    except ConfigError:
+        raise
+    except Exception as exc:  # cattrs raises exception groups; report the first leaf
+        err = _first_error(exc, [path] if path else [])
+        raise err from None
+
+
+def recipe_from_dict(data: Mapping[str, Any]) -> Recipe:
+    if not isinstance(data, Mapping):
+        raise ConfigError("", f"a recipe is a table, got {type(data).__name__}")
+    return structure(dict(data), Recipe)
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """Plain data; ``None`` entries are left out (TOML has no null)."""
+    return _drop_none(converter.unstructure(recipe))
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def dumps_toml(recipe: Recipe) -> str:
+    return tomli_w.dumps(recipe_to_dict(recipe))
+
+
+def loads_toml(text: str) -> Recipe:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"not valid TOML: {exc}") from None
+    return recipe_from_dict(data)
+
+
+def dumps_json(recipe: Recipe) -> str:
+    return json.dumps(recipe_to_dict(recipe), sort_keys=True)
+
+
+def loads_json(text: str) -> Recipe:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError("", f"not valid JSON: {exc}") from None
+    return recipe_from_dict(data)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read a recipe from a ``.toml`` or ``.json`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "no such recipe file")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        return loads_json(text)
+    if path.suffix == ".toml":
+        return loads_toml(text)
+    raise ConfigError(str(path), "a recipe file ends in .toml or .json")
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    path = Path(path)
+    path.write_text(dumps_json(recipe) if path.suffix == ".json" else dumps_toml(recipe), encoding="utf-8")
+
+
+# --- overrides ---------------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: a TOML value (``10``, ``0.5``, ``true``, ``[1, 2]``) or else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+_COMPONENT_KEYS = {"network", "sampler", "grid", "guidance", "dataset", "schedule", "parameterization"}
+
+
+def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any]) -> Recipe:
+    """The recipe with dotted ``key = value`` overrides applied.
+
+    Setting a component key itself (``sampler = "gaussian:ddim"``) replaces the
+    component, dropping the old one's parameters.
+    """
+    data = recipe_to_dict(recipe)
+    for key, value in overrides.items():
+        keys = key.split(".")
+        if not all(keys):
+            raise ConfigError(key, "malformed key")
+        node = data
+        for depth, k in enumerate(keys[:-1]):
+            child = node.get(k)
+            if child is None:
+                child = node[k] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(keys[: depth + 1]), f"is a value ({child!r}), not a table")
+            node = child
+        last = keys[-1]
+        if last in _COMPONENT_KEYS and isinstance(value, str):
+            value = {"name": value}
+        node[last] = value
+    return recipe_from_dict(data)
+
+
+# --- components ----------------------------------------------------------------------------
+
+
+_resolved: set[type] = set()
+
+
+def _fields(cls: type) -> dict[str, attrs.Attribute]:
+    if cls not in _resolved:
+        attrs.resolve_types(cls)
+        _resolved.add(cls)
+    return {f.name: f for f in attrs.fields(cls) if f.init}
+
+
+def instantiate(registry: Registry, kind: str, spec: ComponentSpec, path: str, **context: Any) -> Any:
+    """Build the component ``spec`` of ``kind``; errors name ``path``.
+
+    ``context`` supplies defaults for parameters the recipe leaves out (e.g. the
+    network's input shape); the recipe's own parameters take precedence.
+    """
+    try:
+        entry = registry.resolve(kind, spec.name)
+    except ComponentNotFound as exc:
+        raise ConfigError(f"{path}.name", str(exc)) from None
+    except DiffusekitError as exc:
+        raise ConfigError(f"{path}.name", str(exc)) from None
+    fields = _fields(entry.obj)
+    for key in spec.params:
+        if key not in fields:
+            names = ", ".join(fields) or "none"
+            raise ConfigError(f"{path}.{key}", f"unknown parameter of {entry.qualname} (parameters: {names})")
+    kwargs = {k: v for k, v in context.items() if k in fields}
+    for key, value in spec.params.items():
+        kwargs[key] = structure(value, fields[key].type, f"{path}.{key}")
+    try:
+        return entry.obj(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(path, f"invalid parameters for {entry.qualname}: {exc}") from None
+
+
+def spec_of(registry: Registry, component: Any) -> ComponentSpec:
+    """The spec that rebuilds ``component`` (its registered name and all its parameters)."""
+    entry = registry.name_of(component)
+    params = {f: converter.unstructure(getattr(component, f)) for f in _fields(type(component))}
+    return ComponentSpec(entry.qualname, _drop_none(params))
+
+
+def validate(recipe: Recipe, registry: Registry) -> None:
+    """Resolve every component of the recipe and check its parameters; raise on the first error."""
+    for name, part in recipe.parts.items():
+        instantiate(registry, "schedule", part.schedule, f"parts.{name}.schedule")
+        instantiate(registry, "parameterization", part.parameterization, f"parts.{name}.parameterization")
+    for kind in ("network", "sampler", "grid", "guidance", "dataset"):
+        spec = getattr(recipe, kind)
+        if spec is not None:
+            instantiate(registry, kind, spec, kind)
+    if recipe.method is not None:
+        try:
+            registry.resolve("method", recipe.method)
+        except DiffusekitError as exc:
+            raise ConfigError("method", str(exc)) from None
+    for key in ("steps", "batch_size", "log_every", "checkpoint_every"):
+        if getattr(recipe.train, key) < 1:
+            raise ConfigError(f"train.{key}", "must be at least 1")
+    for key in ("num", "batch_size"):
+        if getattr(recipe.sample, key) < 1:
+            raise ConfigError(f"sample.{key}", "must be at least 1")
+    if not 0.0 <= recipe.train.condition_dropout <= 1.0:
+        raise ConfigError("train.condition_dropout", "must lie in [0, 1]")
+    if not math.isfinite(recipe.train.lr) or recipe.train.lr <= 0:
+        raise ConfigError("train.lr", "must be a positive number")

@@ -1,0 +1,201 @@
+"""Time grids, time plans and samplers.
+
+A :class:`TimeGrid` says which times to visit (``steps + 1`` decreasing times ending
+at 0) for a given schedule. A :class:`TimePlan` is the sequence of *time states* a
+sampler visits: one time per part per entry, each a tensor aligned with its part. An
+ordinary grid becomes a plan of scalar times; a diffusion-forcing scheduling matrix is
+a plan of ``(B, F)`` times; conditioning on a part is a plan that keeps it at 0.
+
+A :class:`Sampler` is stateless. :meth:`Sampler.step` maps ``(x, t_from)`` to
+``(x, t_to)`` and returns any history a multistep method needs as an explicit
+``carry``; elements whose time does not change are returned untouched.
+:meth:`Sampler.sample` owns the loop, in the spirit of k-diffusion's
+``sample_*(model, x, sigmas)`` functions.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import attrs
+import torch
+from torch import Tensor
+
+from diffusekit.condition import Condition
+from diffusekit.denoiser import DenoiserLike
+from diffusekit.errors import ShapeError
+from diffusekit.schedule import Schedule
+from diffusekit.state import Parts, PartTimes, Shape, State, Time, align_time, as_parts, part_shapes, part_times, restore
+
+
+class TimeGrid(abc.ABC):
+    """Which times a sampler visits: ``steps + 1`` strictly decreasing times, the last exactly 0."""
+
+    steps: int
+    supports: ClassVar[frozenset[str]] = frozenset({"gaussian", "categorical"})
+    """The schedule families this grid can be computed for."""
+
+    @abc.abstractmethod
+    def times(self, schedule: Schedule) -> Tensor:
+        """The grid for ``schedule`` as a float64 tensor of shape ``(steps + 1,)``."""
+
+
+@attrs.frozen(eq=False)
+class TimePlan:
+    """A sequence of time states: ``plan[i]`` maps every part to its time tensor."""
+
+    entries: tuple[PartTimes, ...]
+
+    @classmethod
+    def from_grid(cls, grid: TimeGrid, schedules: Mapping[str, Schedule]) -> TimePlan:
+        """The plan that visits ``grid``'s times for every part (each part with its own schedule)."""
+        columns = {name: grid.times(schedule) for name, schedule in schedules.items()}
+        return cls(tuple({name: col[i] for name, col in columns.items()} for i in range(grid.steps + 1)))
+
+    @classmethod
+    def from_times(cls, times: Sequence[Time], parts: Sequence[str]) -> TimePlan:
+        """A plan from explicit time states (floats, tensors or per-part mappings)."""
+        return cls(tuple(part_times(t, parts) for t in times))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> PartTimes:
+        return self.entries[i]
+
+    @property
+    def steps(self) -> int:
+        return len(self.entries) - 1
+
+
+@attrs.frozen(eq=False)
+class Step:
+    """The result of one sampler step."""
+
+    x: Parts
+    denoised: dict[str, Tensor]
+    """The clean-data estimate of each part from the step's first evaluation."""
+    carry: Any = None
+    """History for multistep methods, handed back on the next step; ``None`` for one-step methods."""
+
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+class Sampler(abc.ABC):
+    """A stateless sampler; subclasses are frozen attrs classes whose fields are its settings."""
+
+    supports: ClassVar[frozenset[str]] = frozenset({"gaussian"})
+    """The schedule families (:attr:`Schedule.kind`) this sampler can step."""
+    stochastic: ClassVar[bool] = False
+    """Whether steps draw fresh noise (then they consume the generator)."""
+    evaluations_per_step: ClassVar[int] = 1
+    """Network evaluations (NFE) per step."""
+
+    @abc.abstractmethod
+    def update(
+        self,
+        denoiser: DenoiserLike,
+        x: Parts,
+        t_from: PartTimes,
+        t_to: PartTimes,
+        *,
+        condition: Condition | None,
+        generator: torch.Generator | None,
+        carry: Any,
+    ) -> Step:
+        """The step itself; :meth:`step` wraps it and restores elements whose time does not change."""
+
+    def step(
+        self,
+        denoiser: DenoiserLike,
+        x: Parts,
+        t_from: PartTimes,
+        t_to: PartTimes,
+        *,
+        condition: Condition | None = None,
+        generator: torch.Generator | None = None,
+        carry: Any = None,
+    ) -> Step:
+        """Move ``x`` from ``t_from`` to ``t_to`` (per part, per element)."""
+        out = self.update(denoiser, x, t_from, t_to, condition=condition, generator=generator, carry=carry)
+        return attrs.evolve(out, x={p: keep_unchanged(out.x[p], x[p], t_from[p], t_to[p]) for p in x})
+
+    def check_supports(self, schedules: Mapping[str, Schedule]) -> None:
+        for name, schedule in schedules.items():
+            if schedule.kind not in self.supports:
+                raise ShapeError(
+                    f"{type(self).__name__} steps {'/'.join(sorted(self.supports))} parts, but part "
+                    f"{name!r} has a {schedule.kind} schedule ({type(schedule).__name__})"
+                )
+
+    def sample(
+        self,
+        denoiser: DenoiserLike,
+        x: State | Shape,
+        plan: TimePlan | TimeGrid,
+        *,
+        condition: Condition | None = None,
+        guidance: Any = None,
+        generator: torch.Generator | None = None,
+        callback: Callback | None = None,
+        progress: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> State:
+        """Run the whole plan and return the final state.
+
+        ``x`` is the starting state or its shape (then it is drawn from each part's
+        prior at the plan's first time). ``guidance`` wraps the denoiser
+        (:meth:`diffusekit.guidance.Guidance.wrap`). ``callback`` receives
+        ``{"i", "t", "x", "denoised"}`` after every step.
+        """
+        if guidance is not None:
+            denoiser = guidance.wrap(denoiser)
+        schedules = denoiser.schedules
+        self.check_supports(schedules)
+        if isinstance(plan, TimeGrid):
+            plan = TimePlan.from_grid(plan, schedules)
+        if len(plan) < 2:
+            raise ShapeError("a time plan needs at least two entries (start and end)")
+        if _is_state(x):
+            parts = as_parts(x)  # type: ignore[arg-type]
+        else:
+            parts = {
+                name: schedules[name].prior(shp, t=plan[0][name], generator=generator, device=device, dtype=dtype)
+                for name, shp in part_shapes(x).items()  # type: ignore[arg-type]
+            }
+        if set(parts) != set(schedules):
+            raise ShapeError(f"the state has parts {sorted(parts)}; the denoiser expects {sorted(schedules)}")
+        indices = range(plan.steps)
+        if progress:
+            from tqdm.auto import tqdm
+
+            indices = tqdm(indices, desc=type(self).__name__, unit="step", leave=False)
+        carry = None
+        with torch.no_grad():
+            for i in indices:
+                out = self.step(denoiser, parts, plan[i], plan[i + 1], condition=condition, generator=generator, carry=carry)
+                parts, carry = out.x, out.carry
+                if callback is not None:
+                    callback({"i": i, "t": plan[i + 1], "x": parts, "denoised": out.denoised})
+        return restore(parts, x)
+
+
+def _is_state(x: object) -> bool:
+    """A tensor or a mapping of tensors (as opposed to a shape or a mapping of shapes)."""
+    if isinstance(x, Tensor):
+        return True
+    return isinstance(x, Mapping) and bool(x) and all(isinstance(v, Tensor) for v in x.values())
+
+
+def keep_unchanged(new: Tensor, old: Tensor, t_from: Tensor, t_to: Tensor) -> Tensor:
+    """``old`` wherever the time does not change, ``new`` elsewhere."""
+    same = t_from == t_to
+    if same.ndim == 0:
+        return old if bool(same) else new
+    if not bool(same.any()):
+        return new
+    return torch.where(align_time(same, old), old, new)

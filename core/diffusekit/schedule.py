@@ -1,0 +1,155 @@
+r"""Schedules: the forward corruption :math:`q(x_t \mid x_0)` of one part of a state.
+
+A schedule is a pure function of time: it holds only its hyper-parameters, so one
+instance can be shared between threads, parts and processes. Time is a tensor
+aligned with the leading dimensions of the data (see :mod:`diffusekit.state`).
+
+Two families share this interface:
+
+* :class:`GaussianSchedule` — :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon`,
+  :math:`\varepsilon \sim \mathcal N(0, I)`, with log signal-to-noise ratio
+  :math:`\lambda_t = \log(\alpha_t^2 / \sigma_t^2)` strictly decreasing in t
+  (Kingma et al., "Variational Diffusion Models", 2021).
+* :class:`CategoricalSchedule` — each token is kept with probability
+  :math:`\alpha_t` and otherwise replaced by a draw from the schedule's limit
+  distribution (Austin et al., "Structured Denoising Diffusion Models in Discrete
+  State-Spaces", 2021).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import attrs
+import torch
+from torch import Tensor
+
+from diffusekit.state import align_time
+
+
+@attrs.frozen(eq=False)
+class Corrupted:
+    """A sample of :math:`q(x_t \\mid x_0)` and the noise that produced it (``None`` if discrete)."""
+
+    x_t: Tensor
+    noise: Tensor | None = None
+
+
+class Schedule(abc.ABC):
+    """The forward corruption of one part. Subclasses are frozen attrs classes."""
+
+    kind: ClassVar[str]
+    """Family of the schedule (``"gaussian"``, ``"categorical"``); samplers declare which they support."""
+
+    @abc.abstractmethod
+    def corrupt(self, x0: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Corrupted:
+        """Draw :math:`x_t \\sim q(x_t \\mid x_0)`; ``t`` is aligned with the leading dims of ``x0``."""
+
+    @abc.abstractmethod
+    def prior(
+        self,
+        shape: tuple[int, ...],
+        *,
+        t: Tensor | float = 1.0,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """A sample of the distribution sampling starts from, at time ``t`` (normally 1)."""
+
+
+@attrs.frozen(eq=False)
+class GaussianCoefficients:
+    r"""The coefficients of a Gaussian schedule at some times, all of the same shape.
+
+    :math:`\alpha_t, \sigma_t`, their time derivatives :math:`\dot\alpha_t, \dot\sigma_t`
+    and the log-SNR :math:`\lambda_t = 2\log(\alpha_t/\sigma_t)`.
+    """
+
+    alpha: Tensor
+    sigma: Tensor
+    d_alpha: Tensor
+    d_sigma: Tensor
+    log_snr: Tensor
+
+    @property
+    def sigma_tilde(self) -> Tensor:
+        r"""The EDM noise level :math:`\tilde\sigma_t = \sigma_t/\alpha_t = e^{-\lambda_t/2}` (Karras et al., 2022)."""
+        return torch.exp(-0.5 * self.log_snr)
+
+    def align(self, x: Tensor) -> GaussianCoefficients:
+        """The same coefficients reshaped to broadcast against ``x`` and cast to its dtype."""
+        return GaussianCoefficients(
+            *(align_time(c, x).to(x.dtype) for c in attrs.astuple(self, recurse=False))
+        )
+
+    def take(self, index: slice) -> GaussianCoefficients:
+        """Rows ``index`` of coefficients that carry a batch dimension; broadcast ones unchanged."""
+        return GaussianCoefficients(
+            *(
+                c[index] if c.ndim and c.shape[0] != 1 else c
+                for c in attrs.astuple(self, recurse=False)
+            )
+        )
+
+
+class GaussianSchedule(Schedule):
+    r"""A Gaussian forward process :math:`x_t = \alpha_t x_0 + \sigma_t\varepsilon`.
+
+    Contract (checked by :mod:`diffusekit.testing`): :math:`\alpha_0 = 1`,
+    :math:`\sigma_0 = 0` (corruption at t = 0 is the identity), :math:`\sigma_1 > 0`,
+    :math:`\lambda_t` strictly decreasing, :meth:`t_from_log_snr` inverts
+    :meth:`log_snr`, and the derivatives are those of :math:`\alpha, \sigma`.
+    """
+
+    kind: ClassVar[str] = "gaussian"
+
+    @abc.abstractmethod
+    def coefficients(self, t: Tensor) -> GaussianCoefficients:
+        """:math:`\\alpha_t, \\sigma_t, \\dot\\alpha_t, \\dot\\sigma_t, \\lambda_t` at ``t`` (same shape as ``t``)."""
+
+    @abc.abstractmethod
+    def t_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        """The inverse of :math:`t \\mapsto \\lambda_t`."""
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        r""":math:`\lambda_t = \log(\alpha_t^2/\sigma_t^2)`."""
+        return self.coefficients(t).log_snr
+
+    def corrupt(self, x0: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Corrupted:
+        c = self.coefficients(torch.as_tensor(t, dtype=torch.float64, device=x0.device)).align(x0)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        return Corrupted(c.alpha * x0 + c.sigma * noise, noise)
+
+    def prior(
+        self,
+        shape: tuple[int, ...],
+        *,
+        t: Tensor | float = 1.0,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        r""":math:`\sigma_t\,\varepsilon`: the marginal at ``t`` when :math:`\alpha_t x_0` is negligible."""
+        noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        t = torch.as_tensor(t, dtype=torch.float64, device=noise.device)
+        sigma = self.coefficients(t).sigma
+        return align_time(sigma, noise).to(dtype) * noise
+
+
+class CategoricalSchedule(Schedule):
+    r"""A categorical forward process over ``num_classes`` values.
+
+    Each element keeps its value with probability :math:`\alpha_t` (the
+    keep-probability, 1 at t = 0 and decreasing) and is otherwise resampled from the
+    schedule's limit distribution (a mask token for absorbing diffusion, uniform for
+    D3PM-uniform).
+    """
+
+    kind: ClassVar[str] = "categorical"
+    num_classes: int
+
+    @abc.abstractmethod
+    def keep_probability(self, t: Tensor) -> Tensor:
+        """:math:`\\alpha_t`, same shape as ``t``."""

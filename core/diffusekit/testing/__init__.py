@@ -1,0 +1,14 @@
+"""The conformance and property-testing kit: diffusekit's ``pytester``.
+
+* :mod:`diffusekit.testing.strategies` — Hypothesis strategies (times, shapes, states,
+  schedules, conditions, recipes);
+* :mod:`diffusekit.testing.contracts` — the contracts every component of a kind must
+  satisfy, runnable from pytest (``diffusekit_contract``) and ``diffusekit check``;
+* :mod:`diffusekit.testing.oracle` — Gaussian mixtures with their exact denoiser.
+"""
+
+from diffusekit.testing.contracts import Contract, contracts_for, plugin_contracts
+from diffusekit.testing.oracle import GaussianMixture, OracleDenoiser
+from diffusekit.testing.reference import TrigonometricSchedule
+
+__all__ = ["Contract", "GaussianMixture", "OracleDenoiser", "TrigonometricSchedule", "contracts_for", "plugin_contracts"]

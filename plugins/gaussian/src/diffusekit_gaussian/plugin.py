@@ -1,0 +1,57 @@
+"""The ``gaussian`` plugin: registers its components through diffusekit's public hooks."""
+
+from __future__ import annotations
+
+from diffusekit import hookimpl
+from diffusekit_gaussian import digits, grids, guidance, networks, parameterizations, samplers, schedules
+
+
+@hookimpl
+def register_schedules(register):
+    register(schedules.VPLinear, name="vp_linear")
+    register(schedules.VPCosine, name="vp_cosine")
+    register(schedules.VE, name="ve")
+    register(schedules.EDM, name="edm")
+    register(schedules.RectifiedFlow, name="rectified_flow")
+
+
+@hookimpl
+def register_parameterizations(register):
+    register(parameterizations.EpsilonPrediction, name="eps")
+    register(parameterizations.X0Prediction, name="x0")
+    register(parameterizations.VPrediction, name="v")
+    register(parameterizations.VelocityPrediction, name="velocity")
+    register(parameterizations.EDMPreconditioning, name="edm_precond")
+
+
+@hookimpl
+def register_samplers(register):
+    for name, sampler in samplers.SAMPLERS.items():
+        register(sampler, name=name)
+
+
+@hookimpl
+def register_grids(register):
+    register(grids.KarrasGrid, name="karras")
+    register(grids.LogSNRGrid, name="log_snr")
+
+
+@hookimpl
+def register_guidances(register):
+    register(guidance.ClassifierFreeGuidance, name="cfg")
+
+
+@hookimpl
+def register_networks(register):
+    register(networks.UNet, name="unet")
+    register(networks.MLP, name="mlp")
+
+
+@hookimpl
+def register_datasets(register):
+    register(digits.Digits, name="digits")
+
+
+@hookimpl
+def register_methods(register):
+    register(digits.DigitsMethod, name="digits")
