@@ -20,7 +20,7 @@ from pathlib import Path
 import attrs
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from diffusekit.errors import CheckpointError
@@ -106,8 +106,9 @@ def save_checkpoint(
     # a unique name in the same directory (so the rename is atomic); created with the umask's permissions
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
-        save_file(payload, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
+        with open(tmp, "xb") as f:
+            f.write(save(payload, metadata=metadata))
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

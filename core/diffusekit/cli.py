@@ -48,7 +48,8 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+            # a one-line error like every other (a BadParameter here would also print the usage)
+            raise click.ClickException(f"--set: expected KEY=VALUE, got {item!r}")
         out[key.strip()] = parse_value(value.strip())
     return out
 
@@ -236,6 +237,7 @@ def run(target: str, sets: tuple[str, ...], out: Path, seed: int | None, num: in
             click.echo(f"loaded shipped weights {shipped.name} (trained {checkpoint.step} steps)", err=True)
     if shipped is None:
         click.echo(f"training {recipe.train.steps if steps is None else steps} steps", err=True)
+        out.mkdir(parents=True, exist_ok=True)  # the training loop writes its metrics next to the checkpoint
         train_loop(pipeline, out=out / "model.safetensors", steps=steps, progress=progress)
     _sample_and_write(pipeline, num, out, progress)
 
@@ -256,7 +258,8 @@ def train(target: str, out: Path, sets: tuple[str, ...], seed: int | None, steps
 
     recipe = _recipe(target, sets, seed)
     if out.suffix != ".safetensors":
-        raise click.BadParameter("checkpoints are .safetensors files", param_hint="--out")
+        raise click.ClickException(f"--out: checkpoints are .safetensors files, got {str(out)!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)  # the training loop writes its metrics next to the checkpoint
     result = train_loop(build(recipe), out=out, resume=resume, steps=steps, progress=progress)
     click.echo(f"wrote {out} (step {result.step}, loss {result.loss:.4f})")
 

@@ -281,6 +281,18 @@ def gaussian_sampler_contracts(sampler: Sampler) -> dict[str, tuple[str, Callabl
         assert torch.equal(out[fixed], x["x"][fixed]), "elements whose time does not change must be returned untouched"
         assert not torch.equal(out[~fixed], x["x"][~fixed]), "elements whose time changes must move"
 
+    @prop(st.integers(2, 5), st.integers(0, 2**31 - 1))
+    def rows_step_independently(batch: int, seed: int) -> None:
+        den = _oracle()
+        g = _g(seed)
+        x = {"x": torch.randn(batch, 2, generator=g, dtype=F64)}
+        t_from = 0.1 + 0.85 * torch.rand(batch, generator=g, dtype=F64)
+        t_to = t_from * torch.rand(batch, generator=g, dtype=F64)
+        out = sampler.step(den, x, {"x": t_from}, {"x": t_to}).x["x"]
+        for i in range(batch):
+            row = sampler.step(den, {"x": x["x"][i : i + 1]}, {"x": t_from[i]}, {"x": t_to[i]}).x["x"]
+            _close(out[i : i + 1], row, f"row {i} stepped within a batch of distinct times vs alone", rtol=1e-9, atol=1e-9)
+
     def multi_part() -> None:
         mix_a = GaussianMixture.random((2,), 2, generator=_g(1))
         mix_b = GaussianMixture.random((3, 2), 3, generator=_g(2))
@@ -349,6 +361,7 @@ def gaussian_sampler_contracts(sampler: Sampler) -> dict[str, tuple[str, Callabl
     }
     if not stochastic:
         out["converges"] = ("endpoint error falls as the number of steps grows", converges)
+        out["rows_step_independently"] = ("each element steps with its own times, as if alone", rows_step_independently)
     return out
 
 

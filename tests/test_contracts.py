@@ -1,0 +1,145 @@
+"""The conformance kit catches broken components (each contract can fail)."""
+
+import attrs
+import pytest
+import torch
+
+from diffusekit import ClassLabel, Guidance, Step
+from diffusekit.builtins import UniformGrid
+from diffusekit.testing import contracts as kit
+from diffusekit.testing.reference import TrigonometricSchedule
+from diffusekit_gaussian import DDIM, ClassifierFreeGuidance, EpsilonPrediction, VPLinear
+from diffusekit_gaussian.schedules import GaussianCoefficients
+
+
+def fails(table, name, match=""):
+    with pytest.raises(AssertionError, match=match):
+        table[name][1]()
+
+
+def passes(table, name):
+    table[name][1]()
+
+
+@attrs.frozen
+class NoisyAtZero(TrigonometricSchedule):
+    def coefficients(self, t):
+        c = super().coefficients(t)
+        return GaussianCoefficients(c.alpha, c.sigma + 1e-3, c.d_alpha, c.d_sigma, c.log_snr)
+
+
+@attrs.frozen
+class WrongDerivative(VPLinear):
+    def coefficients(self, t):
+        c = super().coefficients(t)
+        return attrs.evolve(c, d_sigma=1.1 * c.d_sigma)
+
+
+@attrs.frozen
+class NotMonotone(TrigonometricSchedule):
+    def coefficients(self, t):
+        return super().coefficients(0.5 - (t - 0.5).abs() * 0.5 + t * 0)
+
+
+def test_schedule_contracts_catch_broken_schedules():
+    passes(kit.gaussian_schedule_contracts(TrigonometricSchedule()), "endpoints")
+    broken = kit.gaussian_schedule_contracts(NoisyAtZero())
+    fails(broken, "endpoints", "clean data")
+    fails(broken, "identity_at_zero", "unchanged")
+    fails(kit.gaussian_schedule_contracts(WrongDerivative()), "derivatives", "d_sigma")
+    fails(kit.gaussian_schedule_contracts(NotMonotone()), "monotone_log_snr", "decrease")
+
+
+@attrs.frozen
+class WrongTarget(EpsilonPrediction):
+    def target(self, x0, eps, x, c):
+        return 0.9 * eps
+
+
+def test_parameterization_contract_catches_an_inconsistent_target():
+    passes(kit.gaussian_parameterization_contracts(EpsilonPrediction()), "round_trip")
+    fails(kit.gaussian_parameterization_contracts(WrongTarget()), "round_trip", "recovered")
+
+
+@attrs.frozen
+class CountingSampler(DDIM):
+    """diffusers-style hidden step state: the step index lives on the object."""
+
+    calls: int = 0
+
+    def update(self, denoiser, x, t_from, t_to, *, condition, generator, carry):
+        object.__setattr__(self, "calls", self.calls + 1)  # mutable state behind a frozen facade
+        out = super().update(denoiser, x, t_from, t_to, condition=condition, generator=generator, carry=carry)
+        return Step({k: v * (1 + 1e-3 * self.calls) for k, v in out.x.items()}, out.denoised)
+
+
+@attrs.frozen
+class BatchMaxTime(DDIM):
+    """Ignores per-element time: steps everything with the largest time."""
+
+    def update(self, denoiser, x, t_from, t_to, *, condition, generator, carry):
+        top = {k: v.max() for k, v in t_from.items()}
+        low = {k: v.min() for k, v in t_to.items()}
+        return super().update(denoiser, x, top, low, condition=condition, generator=generator, carry=carry)
+
+
+@attrs.frozen
+class Biased(DDIM):
+    def update(self, denoiser, x, t_from, t_to, *, condition, generator, carry):
+        out = super().update(denoiser, x, t_from, t_to, condition=condition, generator=generator, carry=carry)
+        return Step({k: v * 1.05 for k, v in out.x.items()}, out.denoised)
+
+
+def test_sampler_contracts_catch_state_ignored_time_and_bias():
+    good = kit.gaussian_sampler_contracts(DDIM())
+    for name in ("deterministic", "thread_safe", "reproduces_target", "unchanged_where_time_is_fixed"):
+        passes(good, name)
+    fails(kit.gaussian_sampler_contracts(CountingSampler()), "deterministic", "same generator")
+    fails(kit.gaussian_sampler_contracts(BatchMaxTime()), "rows_step_independently", "row")
+    fails(kit.gaussian_sampler_contracts(Biased()), "reproduces_target", "differ")
+
+
+@attrs.frozen
+class BadGrid(UniformGrid):
+    def times(self, schedule):
+        return torch.linspace(1.0, 0.01, self.steps + 1, dtype=torch.float64)
+
+
+def test_grid_contract_requires_ending_at_zero():
+    fails(kit.grid_contracts(BadGrid(), None), "valid_times", "exactly 0")
+    passes(kit.grid_contracts(UniformGrid(), None), "valid_times")
+
+
+@attrs.frozen
+class AlwaysDoubling(Guidance):
+    def wrap(self, denoiser):
+        return ClassifierFreeGuidance(2.0).wrap(denoiser)
+
+    def neutral(self):
+        return self
+
+
+def test_guidance_contract_requires_a_true_neutral():
+    passes(kit.guidance_contracts(ClassifierFreeGuidance()), "neutral")
+    fails(kit.guidance_contracts(AlwaysDoubling()), "neutral", "neutral guidance")
+
+
+@attrs.frozen(eq=False)
+class StubbornLabel(ClassLabel):
+    def dropout(self, p, generator=None):
+        return self
+
+
+def test_condition_contract_catches_ignored_dropout():
+    passes(kit.condition_contracts(ClassLabel), "null_and_dropout")
+    fails(kit.condition_contracts(StubbornLabel), "null_and_dropout", "dropout")
+
+
+def test_contracts_for_a_plugin_cover_every_component():
+    from diffusekit import get_registry
+
+    registry = get_registry()
+    contracts = kit.plugin_contracts("gaussian", registry)
+    covered = {c.component for c in contracts}
+    assert covered == {e.qualname for e in registry.entries(plugin="gaussian")}
+    assert len({c.id for c in contracts}) == len(contracts)

@@ -1,0 +1,118 @@
+"""Plugin discovery, registration, failure isolation and name resolution (in process)."""
+
+import importlib.metadata as md
+import sys
+import types
+
+import attrs
+import pytest
+
+from diffusekit import AmbiguousComponent, ComponentNotFound, Sampler, TimeGrid, hookimpl
+from diffusekit.builtins import UniformGrid
+from diffusekit.plugins import load
+from diffusekit.registry import snake_case
+
+
+@attrs.frozen
+class StepGrid(UniformGrid):
+    """A grid for tests."""
+
+
+@attrs.frozen
+class OtherGrid(UniformGrid):
+    """Another grid for tests."""
+
+
+def _module(monkeypatch, name, **hooks):
+    module = types.ModuleType(name)
+    for hook, fn in hooks.items():
+        setattr(module, hook, hookimpl(fn))
+    monkeypatch.setitem(sys.modules, name, module)
+    return md.EntryPoint(name.split("_", 1)[1], name, "diffusekit")
+
+
+def _grids(*pairs):
+    def register_grids(register):
+        for cls, name in pairs:
+            register(cls, name=name)
+
+    return register_grids
+
+
+def test_components_get_qualified_names_and_bare_names_resolve(monkeypatch):
+    ep = _module(monkeypatch, "fake_alpha", register_grids=_grids((StepGrid, "step")))
+    state = load([ep])
+    assert state.registry.resolve("grid", "alpha:step").obj is StepGrid
+    assert state.registry.resolve("grid", "step").obj is StepGrid
+    assert state.plugins["alpha"].components == {"grid": ["alpha:step"]}
+    assert state.plugins["alpha"].hooks == ["register_grids"]
+    assert state.plugins["core"].builtin and "core:uniform" in state.plugins["core"].components["grid"]
+
+
+def test_ambiguous_and_unknown_names_list_candidates(monkeypatch):
+    a = _module(monkeypatch, "fake_alpha", register_grids=_grids((StepGrid, "step")))
+    b = _module(monkeypatch, "fake_beta", register_grids=_grids((OtherGrid, "step")))
+    registry = load([a, b]).registry
+    with pytest.raises(AmbiguousComponent, match="alpha:step, beta:step"):
+        registry.resolve("grid", "step")
+    assert registry.resolve("grid", "beta:step").obj is OtherGrid
+    with pytest.raises(ComponentNotFound, match=r"did you mean .*step") as err:
+        registry.resolve("grid", "stepp")
+    assert "core:uniform" in str(err.value)
+    with pytest.raises(ComponentNotFound, match="unknown component kind"):
+        registry.resolve("gird", "step")
+
+
+def test_a_plugin_that_fails_to_import_is_reported_and_others_load(monkeypatch):
+    good = _module(monkeypatch, "fake_alpha", register_grids=_grids((StepGrid, "step")))
+    broken = md.EntryPoint("broken", "fake_module_that_does_not_exist", "diffusekit")
+    state = load([good, broken])
+    assert "failed to load" in state.plugins["broken"].error
+    assert "ModuleNotFoundError" in state.plugins["broken"].error
+    assert state.registry.resolve("grid", "alpha:step").obj is StepGrid
+
+
+def test_a_plugin_whose_registration_raises_keeps_none_of_its_components(monkeypatch):
+    def register_grids(register):
+        register(StepGrid, name="fine")
+        raise RuntimeError("boom")
+
+    bad = _module(monkeypatch, "fake_bad", register_grids=register_grids)
+    good = _module(monkeypatch, "fake_alpha", register_grids=_grids((OtherGrid, "other")))
+    state = load([bad, good])
+    assert state.plugins["bad"].error == "failed to register: RuntimeError: boom"
+    assert state.plugins["bad"].components == {}
+    with pytest.raises(ComponentNotFound):
+        state.registry.resolve("grid", "bad:fine")
+    assert state.registry.resolve("grid", "other").obj is OtherGrid
+
+
+def test_registering_the_wrong_kind_or_a_duplicate_is_an_error(monkeypatch):
+    wrong = _module(monkeypatch, "fake_wrong", register_samplers=_grids((StepGrid, "step")))
+    twice = _module(monkeypatch, "fake_twice", register_grids=_grids((StepGrid, "step"), (OtherGrid, "step")))
+    state = load([wrong, twice])
+    assert "not a subclass of diffusekit.Sampler" in state.plugins["wrong"].error
+    assert "registered twice" in state.plugins["twice"].error and "StepGrid" in state.plugins["twice"].error
+
+
+def test_two_distributions_with_the_same_plugin_name(monkeypatch):
+    first = _module(monkeypatch, "fake_same", register_grids=_grids((StepGrid, "step")))
+    second = md.EntryPoint("same", "fake_same", "diffusekit")
+    state = load([first, second])
+    errors = [info.error for info in state.plugins.values() if info.error]
+    assert len(errors) == 1 and "already taken" in errors[0]
+    assert state.registry.resolve("grid", "same:step").obj is StepGrid
+
+
+def test_environment_variable_restricts_loading(monkeypatch):
+    a = _module(monkeypatch, "fake_alpha", register_grids=_grids((StepGrid, "step")))
+    b = _module(monkeypatch, "fake_beta", register_grids=_grids((OtherGrid, "other")))
+    assert set(load([a, b], env="beta").plugins) == {"core", "beta"}
+    assert set(load([a, b], env="").plugins) == {"core"}
+    assert set(load([a, b], env=None).plugins) == {"core", "alpha", "beta"}
+
+
+def test_default_names_are_snake_case():
+    assert snake_case("KarrasGrid") == "karras_grid"
+    assert snake_case("EDMPreconditioning") == "edm_preconditioning"
+    assert issubclass(UniformGrid, TimeGrid) and not issubclass(UniformGrid, Sampler)
