@@ -133,22 +133,33 @@ def write_distribution(
 
 def broken_import(site: Path) -> str:
     """A plugin ``broken`` (distribution ``fake-broken``) whose module raises on import."""
-    write_distribution(site, dist="fake-broken", module="dkfake_broken", source=BROKEN_IMPORT_SOURCE,
-                       entry_points={"broken": "dkfake_broken"})
+    write_distribution(
+        site,
+        dist="fake-broken",
+        module="dkfake_broken",
+        source=BROKEN_IMPORT_SOURCE,
+        entry_points={"broken": "dkfake_broken"},
+    )
     return "broken"
 
 
 def broken_hook(site: Path) -> str:
     """A plugin ``hookfail`` (distribution ``fake-hookfail``) whose ``register_methods`` raises."""
-    write_distribution(site, dist="fake-hookfail", module="dkfake_hookfail", source=BROKEN_HOOK_SOURCE,
-                       entry_points={"hookfail": "dkfake_hookfail"})
+    write_distribution(
+        site,
+        dist="fake-hookfail",
+        module="dkfake_hookfail",
+        source=BROKEN_HOOK_SOURCE,
+        entry_points={"hookfail": "dkfake_hookfail"},
+    )
     return "hookfail"
 
 
 def working(site: Path) -> str:
     """A plugin ``works`` (distribution ``fake-works``) that registers the grid ``works:linear``."""
-    write_distribution(site, dist="fake-works", module="dkfake_works", source=WORKING_SOURCE,
-                       entry_points={"works": "dkfake_works"})
+    write_distribution(
+        site, dist="fake-works", module="dkfake_works", source=WORKING_SOURCE, entry_points={"works": "dkfake_works"}
+    )
     return "works"
 
 
@@ -183,9 +194,18 @@ def env_with(site: Path | None = None, **extra: str | None) -> dict[str, str]:
 # --- running the console script ----------------------------------------------------------------
 
 TINY_RUN_ARGS = (
-    "--train", "--steps", "2", "--no-progress",
-    "--set", "network.channels=8", "--set", "network.num_res_blocks=1",
-    "--set", "network.channel_mult=[1]", "--set", "network.attention_levels=[]",
+    "--train",
+    "--steps",
+    "2",
+    "--no-progress",
+    "--set",
+    "network.channels=8",
+    "--set",
+    "network.num_res_blocks=1",
+    "--set",
+    "network.channel_mult=[1]",
+    "--set",
+    "network.attention_levels=[]",
 )
 """Options that make ``diffusekit run gaussian:digits`` train a tiny U-Net for 2 steps (seconds, not hours)."""
 
@@ -198,11 +218,18 @@ def diffusekit_script() -> str:
     return found
 
 
-def run_cli(*args: str | os.PathLike[str], cwd: Path, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | os.PathLike[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run ``diffusekit ARGS`` in a subprocess (text output captured; never raises on a non-zero exit)."""
-    return subprocess.run([diffusekit_script(), *map(str, args)], cwd=cwd, env=env if env is not None else env_with(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [diffusekit_script(), *map(str, args)],
+        cwd=cwd,
+        env=env if env is not None else env_with(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str]) -> str:
@@ -212,7 +239,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{result.stderr}"
     assert lines[0].startswith("Error: "), lines[0]
-    return lines[0][len("Error: "):]
+    return lines[0][len("Error: ") :]
 
 
 def assert_png(path: Path) -> None:

@@ -3,10 +3,9 @@
 import json
 import os
 
+import diffusekit.checkpoint as ckpt_module
 import pytest
 import torch
-
-import diffusekit.checkpoint as ckpt_module
 from diffusekit import CheckpointError, load_checkpoint, save_checkpoint
 from diffusekit.recipe import loads_toml
 

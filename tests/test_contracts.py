@@ -3,7 +3,6 @@
 import attrs
 import pytest
 import torch
-
 from diffusekit import ClassLabel, Guidance, Step
 from diffusekit.builtins import UniformGrid
 from diffusekit.testing import contracts as kit

@@ -3,12 +3,11 @@
 import math
 
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
-
 from diffusekit import ClassLabel
 from diffusekit.testing.oracle import GaussianMixture, OracleDenoiser
 from diffusekit.testing.reference import TrigonometricSchedule
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 def _mixture(seed=0, shape=(3,), k=4):
@@ -36,7 +35,9 @@ def test_posterior_mean_matches_monte_carlo():
     for point in (-1.0, 0.0, 1.0):
         near = (xt[:, 0] - point).abs() < 0.02
         mc = x0[near].mean()
-        exact = mix.posterior_mean(torch.tensor([[point]], dtype=torch.float64), torch.tensor(alpha), torch.tensor(sigma))
+        exact = mix.posterior_mean(
+            torch.tensor([[point]], dtype=torch.float64), torch.tensor(alpha), torch.tensor(sigma)
+        )
         assert near.sum() > 1000
         assert abs(float(mc) - float(exact)) < 0.03
 

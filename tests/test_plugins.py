@@ -6,7 +6,6 @@ import types
 
 import attrs
 import pytest
-
 from diffusekit import AmbiguousComponent, ComponentNotFound, Sampler, TimeGrid, hookimpl
 from diffusekit.builtins import UniformGrid
 from diffusekit.plugins import load
@@ -95,13 +94,30 @@ def test_registering_the_wrong_kind_or_a_duplicate_is_an_error(monkeypatch):
     assert "registered twice" in state.plugins["twice"].error and "StepGrid" in state.plugins["twice"].error
 
 
-def test_two_distributions_with_the_same_plugin_name(monkeypatch):
+def test_two_modules_claiming_one_plugin_name_load_neither(monkeypatch):
     first = _module(monkeypatch, "fake_same", register_grids=_grids((StepGrid, "step")))
-    second = md.EntryPoint("same", "fake_same", "diffusekit")
+    _module(monkeypatch, "fake_other", register_grids=_grids((OtherGrid, "step")))
+    second = md.EntryPoint("same", "fake_other", "diffusekit")
     state = load([first, second])
-    errors = [info.error for info in state.plugins.values() if info.error]
-    assert len(errors) == 1 and "already taken" in errors[0]
+    claimants = [info for info in state.plugins.values() if info.name == "same"]
+    assert len(claimants) == 2
+    assert all("fake_same" in i.error and "fake_other" in i.error for i in claimants)
+    with pytest.raises(ComponentNotFound):
+        state.registry.resolve("grid", "same:step")
+
+
+def test_the_same_distribution_seen_twice_loads_once(monkeypatch):
+    ep = _module(monkeypatch, "fake_same", register_grids=_grids((StepGrid, "step")))
+    state = load([ep, md.EntryPoint(ep.name, ep.value, ep.group)])
+    assert state.plugins["same"].error is None
     assert state.registry.resolve("grid", "same:step").obj is StepGrid
+
+
+def test_core_is_a_reserved_plugin_name(monkeypatch):
+    ep = _module(monkeypatch, "fake_core", register_grids=_grids((StepGrid, "step")))
+    state = load([ep])
+    assert "reserved" in state.plugins["core (fake_core)"].error
+    assert state.plugins["core"].builtin and state.plugins["core"].error is None
 
 
 def test_environment_variable_restricts_loading(monkeypatch):

@@ -1,13 +1,12 @@
 """Conversions between eps, x0, v, score and velocity (Tweedie) as exact round trips."""
 
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
-
 from diffusekit.prediction import PREDICTION_KINDS, Prediction, convert, from_x0_eps
 from diffusekit.testing.oracle import GaussianMixture, OracleDenoiser
 from diffusekit.testing.reference import TrigonometricSchedule
 from diffusekit_gaussian import EDM, VE, RectifiedFlow, VPCosine, VPLinear
+from hypothesis import given
+from hypothesis import strategies as st
 
 SCHEDULES = [TrigonometricSchedule(), VPLinear(), VPCosine(), VE(), EDM(), RectifiedFlow()]
 
@@ -20,8 +19,13 @@ def _setup(schedule, t, seed, shape=(5, 3)):
     return x0, eps, c.alpha * x0 + c.sigma * eps, c
 
 
-@given(st.sampled_from(SCHEDULES), st.floats(0.02, 0.98), st.sampled_from(PREDICTION_KINDS),
-       st.sampled_from(PREDICTION_KINDS), st.integers(0, 2**31 - 1))
+@given(
+    st.sampled_from(SCHEDULES),
+    st.floats(0.02, 0.98),
+    st.sampled_from(PREDICTION_KINDS),
+    st.sampled_from(PREDICTION_KINDS),
+    st.integers(0, 2**31 - 1),
+)
 def test_every_pair_of_forms_round_trips(schedule, t, source, target, seed):
     x0, eps, x, c = _setup(schedule, t, seed)
     value = from_x0_eps(source, x0, eps, c)
@@ -31,8 +35,13 @@ def test_every_pair_of_forms_round_trips(schedule, t, source, target, seed):
     assert torch.allclose(back, value, rtol=1e-7, atol=1e-7)
 
 
-@given(st.sampled_from(SCHEDULES), st.floats(0.05, 0.95), st.sampled_from(PREDICTION_KINDS),
-       st.floats(-3, 3), st.integers(0, 2**31 - 1))
+@given(
+    st.sampled_from(SCHEDULES),
+    st.floats(0.05, 0.95),
+    st.sampled_from(PREDICTION_KINDS),
+    st.floats(-3, 3),
+    st.integers(0, 2**31 - 1),
+)
 def test_conversions_are_affine_so_guidance_commutes(schedule, t, kind, w, seed):
     x0, eps, x, c = _setup(schedule, t, seed)
     a = from_x0_eps(kind, x0, eps, c)

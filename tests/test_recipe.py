@@ -4,8 +4,6 @@ import json
 
 import attrs
 import pytest
-from hypothesis import given
-
 from diffusekit import ConfigError, get_registry
 from diffusekit.recipe import (
     ComponentSpec,
@@ -24,6 +22,7 @@ from diffusekit.recipe import (
 )
 from diffusekit.testing.strategies import recipes
 from diffusekit_gaussian import DDIM, KarrasGrid, VPCosine
+from hypothesis import given
 
 VALID = """
 seed = 3
@@ -76,12 +75,21 @@ def test_a_valid_recipe_builds_the_named_components():
         ({"train": {"steps": "many"}}, "train.steps", "expected int"),
         ({"train": {"stepz": 1}}, "train.stepz", "unknown key"),
         ({"colour": "blue"}, "colour", "unknown key"),
-        ({"parts": {"x": {"shape": [2], "schedule": "gaussian:vp_cosine", "parameterization": "gaussian:epz"}}},
-         "parts.x.parameterization.name", "unknown parameterization"),
-        ({"parts": {"x": {"shape": ["a"], "schedule": "gaussian:vp_cosine", "parameterization": "gaussian:eps"}}},
-         "parts.x.shape[0]", "expected int"),
-        ({"parts": {"x": {"schedule": "gaussian:vp_cosine", "parameterization": "gaussian:eps"}}},
-         "parts.x.shape", "missing"),
+        (
+            {"parts": {"x": {"shape": [2], "schedule": "gaussian:vp_cosine", "parameterization": "gaussian:epz"}}},
+            "parts.x.parameterization.name",
+            "unknown parameterization",
+        ),
+        (
+            {"parts": {"x": {"shape": ["a"], "schedule": "gaussian:vp_cosine", "parameterization": "gaussian:eps"}}},
+            "parts.x.shape[0]",
+            "expected int",
+        ),
+        (
+            {"parts": {"x": {"schedule": "gaussian:vp_cosine", "parameterization": "gaussian:eps"}}},
+            "parts.x.shape",
+            "missing",
+        ),
         ({"train": {"time_distribution": "gamma"}}, "train.time_distribution", ""),
         ({"sampler": {"name": "gaussian:ddim", "eta": 3.0}}, "sampler", "invalid parameters for gaussian:ddim"),
         ({"sample": {"num": 0}}, "sample.num", "at least 1"),
@@ -129,7 +137,12 @@ def test_overrides_set_values_and_replace_components():
     )
     with pytest.raises(ConfigError, match="^seed: is a value"):
         apply_overrides(recipe, {"seed.x.y": 1})
-    assert (parse_value("10"), parse_value("0.5"), parse_value("true"), parse_value("[1, 2]")) == (10, 0.5, True, [1, 2])
+    assert (parse_value("10"), parse_value("0.5"), parse_value("true"), parse_value("[1, 2]")) == (
+        10,
+        0.5,
+        True,
+        [1, 2],
+    )
     assert parse_value("gaussian:heun") == "gaussian:heun"
 
 

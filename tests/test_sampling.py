@@ -4,7 +4,6 @@ import threading
 
 import pytest
 import torch
-
 from diffusekit import ClassLabel, ShapeError, TimePlan, build
 from diffusekit.builtins import UniformGrid
 from diffusekit.testing.oracle import GaussianMixture, OracleDenoiser
@@ -17,8 +16,11 @@ F64 = torch.float64
 def _gaussian(shape, seed=0):
     """A single Gaussian: elements are independent, so each can be sampled on its own."""
     g = torch.Generator().manual_seed(seed)
-    return GaussianMixture(torch.ones(1, dtype=F64), torch.randn(1, *shape, generator=g, dtype=F64),
-                           0.3 + torch.rand(1, *shape, generator=g, dtype=F64))
+    return GaussianMixture(
+        torch.ones(1, dtype=F64),
+        torch.randn(1, *shape, generator=g, dtype=F64),
+        0.3 + torch.rand(1, *shape, generator=g, dtype=F64),
+    )
 
 
 def test_plan_from_grid_gives_each_part_its_own_schedule_times():
@@ -42,13 +44,17 @@ def test_per_frame_plan_is_a_configuration_not_a_special_case():
     # frame f starts lagging by f steps: a staircase scheduling matrix (B, F) per entry
     entries = []
     for i in range(len(grid) + frames - 1):
-        entries.append(torch.stack([grid[min(max(i - f, 0), len(grid) - 1)] for f in range(frames)])[None].expand(4, frames))
+        entries.append(
+            torch.stack([grid[min(max(i - f, 0), len(grid) - 1)] for f in range(frames)])[None].expand(4, frames)
+        )
     plan = TimePlan.from_times(entries, ["x"])
     x1 = torch.randn(4, frames, dim, generator=torch.Generator().manual_seed(1), dtype=F64)
     out = DDIM().sample(oracle, x1.clone(), plan)
     # frames are independent under this target: each frame equals a plain run on its own grid
     for f in range(frames):
-        single = OracleDenoiser.single(GaussianMixture(mixture.weights, mixture.means[:, f], mixture.stds[:, f]), schedule)
+        single = OracleDenoiser.single(
+            GaussianMixture(mixture.weights, mixture.means[:, f], mixture.stds[:, f]), schedule
+        )
         alone = DDIM().sample(single, x1[:, f].clone(), TimePlan.from_times(list(grid), ["x"]))
         assert torch.allclose(out[:, f], alone, rtol=1e-10, atol=1e-10)
 
@@ -56,7 +62,9 @@ def test_per_frame_plan_is_a_configuration_not_a_special_case():
 def test_a_part_held_at_time_zero_is_a_condition():
     """Inpainting/UniDiffuser-style: the known part stays exactly as given; the other is sampled."""
     sched = TrigonometricSchedule()
-    oracle = OracleDenoiser({"image": _gaussian((2,), 1), "label": _gaussian((1,), 2)}, {"image": sched, "label": sched})
+    oracle = OracleDenoiser(
+        {"image": _gaussian((2,), 1), "label": _gaussian((1,), 2)}, {"image": sched, "label": sched}
+    )
     known = torch.full((5, 1), 0.25, dtype=F64)
     times = [{"image": t, "label": 0.0} for t in torch.linspace(1.0, 0.0, 9, dtype=F64)]
     plan = TimePlan.from_times(times, ["image", "label"])
@@ -111,5 +119,5 @@ def test_pipeline_sampling_from_8_threads_is_bitwise_sequential():
         th.start()
     for th in threads:
         th.join()
-    assert all(torch.equal(a, b) for a, b in zip(expected, got))
+    assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
     assert not torch.equal(expected[0], expected[1])

@@ -29,9 +29,24 @@ def demo(tmp_path_factory) -> dict[str, Path]:
     assert (package / "pyproject.toml").is_file()
     site = root / "site"
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "--quiet", "--target", str(site), str(package)],
-        cwd=root, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--target",
+            str(site),
+            str(package),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert pip.returncode == 0, pip.stdout + pip.stderr
     return {"root": root, "package": package, "site": site}
@@ -75,24 +90,62 @@ def test_installed_plugin_is_listed(demo, tmp_path):
 def test_new_component_is_usable_by_name_in_a_recipe(demo, tmp_path):
     env = env_with(demo["site"])
     out = tmp_path / "out"
-    result = run_cli("run", "gaussian:digits", "--num", "10", "--out", out, *TINY_RUN_ARGS,
-                     "--set", "grid=demo:power", "--set", "grid.steps=3", cwd=tmp_path, env=env)
+    result = run_cli(
+        "run",
+        "gaussian:digits",
+        "--num",
+        "10",
+        "--out",
+        out,
+        *TINY_RUN_ARGS,
+        "--set",
+        "grid=demo:power",
+        "--set",
+        "grid.steps=3",
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert (out / "samples.safetensors").is_file()
     assert_png(out / "grid.png")
     # the recipe really resolved demo:power: its parameters are checked against that class
-    message = assert_one_line_error(run_cli("run", "gaussian:digits", "--out", out, *TINY_RUN_ARGS,
-                                            "--set", "grid=demo:power", "--set", "grid.nonsense=1",
-                                            cwd=tmp_path, env=env))
+    message = assert_one_line_error(
+        run_cli(
+            "run",
+            "gaussian:digits",
+            "--out",
+            out,
+            *TINY_RUN_ARGS,
+            "--set",
+            "grid=demo:power",
+            "--set",
+            "grid.nonsense=1",
+            cwd=tmp_path,
+            env=env,
+        )
+    )
     assert "grid.nonsense" in message and "demo:power" in message
 
 
 def test_generated_tests_pass_under_pytest(demo):
     # run from the scaffold's folder so that this repository's pytest configuration does not apply
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", str(demo["package"] / "tests"), "-v", "-p", "no:cacheprovider",
-         "-p", "no:xdist"],
-        cwd=demo["root"], env=env_with(demo["site"]), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(demo["package"] / "tests"),
+            "-v",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+        ],
+        cwd=demo["root"],
+        env=env_with(demo["site"]),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     # the diffusekit_contract fixture made one test per contract of demo's component

@@ -1,14 +1,18 @@
 import pytest
 import torch
-
 from diffusekit import ShapeError
 from diffusekit.state import DEFAULT_PART, align_time, as_parts, batch_size, part_times, restore
 
 
 @pytest.mark.parametrize(
     "t_shape, x_shape, expected",
-    [((), (4, 3, 8, 8), (1, 1, 1, 1)), ((4,), (4, 3, 8, 8), (4, 1, 1, 1)), ((4, 5), (4, 5, 3, 2, 2), (4, 5, 1, 1, 1)),
-     ((1, 5), (4, 5, 7), (1, 5, 1)), ((4, 5, 7), (4, 5, 7), (4, 5, 7))],
+    [
+        ((), (4, 3, 8, 8), (1, 1, 1, 1)),
+        ((4,), (4, 3, 8, 8), (4, 1, 1, 1)),
+        ((4, 5), (4, 5, 3, 2, 2), (4, 5, 1, 1, 1)),
+        ((1, 5), (4, 5, 7), (1, 5, 1)),
+        ((4, 5, 7), (4, 5, 7), (4, 5, 7)),
+    ],
 )
 def test_align_time_appends_trailing_dims(t_shape, x_shape, expected):
     t = torch.rand(t_shape)

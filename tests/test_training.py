@@ -4,12 +4,11 @@ import json
 
 import attrs
 import torch
-from torch import nn
-
 from diffusekit import ClassLabel, Data, Denoiser, Pipeline, build, load_checkpoint, train
 from diffusekit.recipe import ComponentSpec, PartSpec, Recipe, TrainConfig
 from diffusekit.testing.oracle import GaussianMixture
 from diffusekit_gaussian import DDIM, EpsilonPrediction, KarrasGrid, VPCosine
+from torch import nn
 
 
 def _recipe(**train):
@@ -57,7 +56,6 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
 
 def test_resume_refuses_another_recipe(tmp_path):
     import pytest
-
     from diffusekit import CheckpointError
 
     out = tmp_path / "m.safetensors"
@@ -96,9 +94,13 @@ def test_time_dims_give_per_frame_times_and_loss_weights_apply():
     schedules = {"video": VPCosine(), "action": VPCosine()}
     params = {"video": EpsilonPrediction(), "action": EpsilonPrediction()}
     recipe = Recipe(
-        parts={"video": PartSpec((4, 3), ComponentSpec("gaussian:vp_cosine"), ComponentSpec("gaussian:eps"), 1.0, 2),
-               "action": PartSpec((2,), ComponentSpec("gaussian:vp_cosine"), ComponentSpec("gaussian:eps"), 0.0, 1)},
-        network=ComponentSpec("test"), sampler=ComponentSpec("gaussian:ddim"), grid=ComponentSpec("gaussian:karras"),
+        parts={
+            "video": PartSpec((4, 3), ComponentSpec("gaussian:vp_cosine"), ComponentSpec("gaussian:eps"), 1.0, 2),
+            "action": PartSpec((2,), ComponentSpec("gaussian:vp_cosine"), ComponentSpec("gaussian:eps"), 0.0, 1),
+        },
+        network=ComponentSpec("test"),
+        sampler=ComponentSpec("gaussian:ddim"),
+        grid=ComponentSpec("gaussian:karras"),
         train=TrainConfig(steps=3, batch_size=8, log_every=1, condition_dropout=0.0),
     )
     pipeline = Pipeline(recipe, Denoiser(net, schedules, params), DDIM(), KarrasGrid())
@@ -113,12 +115,24 @@ def test_time_dims_give_per_frame_times_and_loss_weights_apply():
 
 def test_network_dropout_is_reproducible():
     recipe = _recipe(steps=4)
-    recipe = attrs.evolve(recipe, network=ComponentSpec("gaussian:unet", {"channels": 8, "channel_mult": [1],
-                          "num_res_blocks": 1, "attention_levels": [], "dropout": 0.5, "num_classes": 3}),
-                          parts={"x": PartSpec((1, 4, 4), ComponentSpec("gaussian:vp_cosine"), ComponentSpec("gaussian:v"))})
+    recipe = attrs.evolve(
+        recipe,
+        network=ComponentSpec(
+            "gaussian:unet",
+            {
+                "channels": 8,
+                "channel_mult": [1],
+                "num_res_blocks": 1,
+                "attention_levels": [],
+                "dropout": 0.5,
+                "num_classes": 3,
+            },
+        ),
+        parts={"x": PartSpec((1, 4, 4), ComponentSpec("gaussian:vp_cosine"), ComponentSpec("gaussian:v"))},
+    )
     data = Data({"x": torch.randn(32, 1, 4, 4)}, ClassLabel(torch.arange(32) % 3, num_classes=3))
     a, b = build(recipe), build(recipe)
     train(a, data, progress=False)
     train(b, data, progress=False)
-    for (k, va), vb in zip(a.network.state_dict().items(), b.network.state_dict().values()):
+    for (k, va), vb in zip(a.network.state_dict().items(), b.network.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k

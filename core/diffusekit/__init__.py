@@ -18,7 +18,6 @@ from diffusekit.errors import (
     ConfigError,
     DiffusekitError,
     DuplicateComponent,
-    PluginError,
     ShapeError,
 )
 from diffusekit.guidance import Guidance
@@ -26,7 +25,7 @@ from diffusekit.hookspecs import hookimpl
 from diffusekit.method import Method
 from diffusekit.network import Network
 from diffusekit.parameterization import GaussianParameterization, Parameterization, Prepared
-from diffusekit.pipeline import Pipeline, build, load
+from diffusekit.pipeline import Pipeline, build, load, pretrained
 from diffusekit.plugins import get_registry
 from diffusekit.prediction import Prediction
 from diffusekit.recipe import ComponentSpec, PartSpec, Recipe, SampleConfig, TrainConfig, load_recipe, save_recipe
@@ -74,7 +73,6 @@ __all__ = [
     "Parameterization",
     "PartSpec",
     "Pipeline",
-    "PluginError",
     "Prediction",
     "Prepared",
     "Recipe",
@@ -94,6 +92,7 @@ __all__ = [
     "load",
     "load_checkpoint",
     "load_recipe",
+    "pretrained",
     "resolve",
     "save_checkpoint",
     "save_recipe",

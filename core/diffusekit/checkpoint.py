@@ -137,7 +137,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     metadata = read_metadata(path)
     if metadata.get("diffusekit.format") != FORMAT or "diffusekit.recipe" not in metadata:
-        raise CheckpointError(f"{path}: a safetensors file, but not a diffusekit checkpoint (no recipe in its metadata)")
+        raise CheckpointError(
+            f"{path}: a safetensors file, but not a diffusekit checkpoint (no recipe in its metadata)"
+        )
     try:
         tensors = load_file(path)
     except (SafetensorError, OSError) as exc:

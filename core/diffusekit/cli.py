@@ -18,7 +18,17 @@ import click
 
 from diffusekit.errors import DiffusekitError
 
-KIND_NAMES = ("schedule", "parameterization", "network", "sampler", "grid", "condition", "guidance", "dataset", "method")
+KIND_NAMES = (
+    "schedule",
+    "parameterization",
+    "network",
+    "sampler",
+    "grid",
+    "condition",
+    "guidance",
+    "dataset",
+    "method",
+)
 
 
 class Group(click.Group):
@@ -35,7 +45,7 @@ class Group(click.Group):
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
         except Exception as exc:
-            if os.environ.get("DIFFUSEKIT_DEBUG"):
+            if os.environ.get("DIFFUSEKIT_DEBUG", "") not in ("", "0"):
                 raise
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             raise click.ClickException(f"{message} (set DIFFUSEKIT_DEBUG=1 for the traceback)") from None
@@ -142,9 +152,15 @@ def describe(entry: Any) -> dict[str, Any]:
         value = inspect.getattr_static(entry.obj, attr, None)
         if value is not None and not isinstance(value, property):
             facts[attr] = sorted(value) if isinstance(value, frozenset) else value
-    return {"kind": entry.kind, "name": entry.qualname, "plugin": entry.plugin,
-            "class": f"{entry.obj.__module__}.{entry.obj.__qualname__}",
-            "doc": inspect.cleandoc(entry.obj.__doc__ or ""), "parameters": params, "facts": facts}
+    return {
+        "kind": entry.kind,
+        "name": entry.qualname,
+        "plugin": entry.plugin,
+        "class": f"{entry.obj.__module__}.{entry.obj.__qualname__}",
+        "doc": inspect.cleandoc(entry.obj.__doc__ or ""),
+        "parameters": params,
+        "facts": facts,
+    }
 
 
 @cli.command()
@@ -216,8 +232,16 @@ def _model_differs(shipped: Any, recipe: Any) -> str | None:
 @click.option("--train", "force_train", is_flag=True, help="Train from scratch even if the method ships weights.")
 @click.option("--steps", type=int, help="Training steps (default: the recipe's train.steps).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
-def run(target: str, sets: tuple[str, ...], out: Path, seed: int | None, num: int | None, force_train: bool,
-        steps: int | None, progress: bool) -> None:
+def run(
+    target: str,
+    sets: tuple[str, ...],
+    out: Path,
+    seed: int | None,
+    num: int | None,
+    force_train: bool,
+    steps: int | None,
+    progress: bool,
+) -> None:
     """Run METHOD or RECIPE.toml: load shipped weights (or train), sample, write outputs to --out."""
     from diffusekit.checkpoint import load_checkpoint
     from diffusekit.pipeline import build
@@ -244,14 +268,17 @@ def run(target: str, sets: tuple[str, ...], out: Path, seed: int | None, num: in
 
 @cli.command()
 @click.argument("target")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint (.safetensors).")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint (.safetensors)."
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe entry (repeatable).")
 @click.option("--seed", type=int, help="Override the recipe's seed.")
 @click.option("--steps", type=int, help="Total training steps (default: the recipe's train.steps).")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint at --out.")
 @click.option("--progress/--no-progress", default=True)
-def train(target: str, out: Path, sets: tuple[str, ...], seed: int | None, steps: int | None, resume: bool,
-          progress: bool) -> None:
+def train(
+    target: str, out: Path, sets: tuple[str, ...], seed: int | None, steps: int | None, resume: bool, progress: bool
+) -> None:
     """Train RECIPE (a .toml/.json file or a method name) and write a checkpoint."""
     from diffusekit.pipeline import build
     from diffusekit.training import train as train_loop
@@ -268,10 +295,14 @@ def train(target: str, out: Path, sets: tuple[str, ...], seed: int | None, steps
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--num", type=int, help="Number of samples (default: the recipe's sample.num).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("samples"), show_default=True)
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a sampling entry, e.g. sampler=gaussian:ddim.")
+@click.option(
+    "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a sampling entry, e.g. sampler=gaussian:ddim."
+)
 @click.option("--seed", type=int, help="Override the recipe's seed.")
 @click.option("--progress/--no-progress", default=True)
-def sample(checkpoint: Path, num: int | None, out: Path, sets: tuple[str, ...], seed: int | None, progress: bool) -> None:
+def sample(
+    checkpoint: Path, num: int | None, out: Path, sets: tuple[str, ...], seed: int | None, progress: bool
+) -> None:
     """Sample from a checkpoint; it carries its recipe, so nothing else is needed."""
     from diffusekit.pipeline import load
 
@@ -288,16 +319,17 @@ def sample(checkpoint: Path, num: int | None, out: Path, sets: tuple[str, ...], 
 @click.option("--half", is_flag=True, help="Store weights as float16 (half the size).")
 def export(checkpoint: Path, out: Path, half: bool) -> None:
     """Write a sampling-only checkpoint: the EMA weights and the recipe, no optimizer state."""
-    import torch
-
     from diffusekit.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     weights = {f"ema.{k}": (v.half() if half and v.is_floating_point() else v) for k, v in ckpt.weights().items()}
     save_checkpoint(out, weights, ckpt.recipe, step=ckpt.step)
     size = out.stat().st_size / 2**20
-    click.echo(f"wrote {out} ({size:.2f} MiB, {sum(v.numel() for v in weights.values()) / 1e6:.2f}M parameters, "
-               f"{'float16' if half else str(torch.get_default_dtype()).replace('torch.', '')})")
+    dtypes = sorted({str(v.dtype).replace("torch.", "") for v in weights.values() if v.is_floating_point()})
+    click.echo(
+        f"wrote {out} ({size:.2f} MiB, {sum(v.numel() for v in weights.values()) / 1e6:.2f}M parameters, "
+        f"{'/'.join(dtypes)})"
+    )
 
 
 # --- plugin authors ----------------------------------------------------------------------------
@@ -338,8 +370,10 @@ def check(plugin: str, max_examples: int | None, verbose: bool) -> None:
             if verbose:
                 click.echo(f"ok   {contract.id}: {contract.doc}")
     components = len({c.component for c in contracts})
-    summary = (f"{len(contracts) - failures}/{len(contracts)} contracts passed on {components} components "
-               f"of plugin {plugin!r} in {time.perf_counter() - began:.1f}s")
+    summary = (
+        f"{len(contracts) - failures}/{len(contracts)} contracts passed on {components} components "
+        f"of plugin {plugin!r} in {time.perf_counter() - began:.1f}s"
+    )
     if failures:
         raise click.ClickException(summary)
     click.echo(summary)
@@ -347,7 +381,9 @@ def check(plugin: str, max_examples: int | None, verbose: bool) -> None:
 
 @cli.command(name="new-plugin")
 @click.argument("name")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), help="Parent folder (default: .).")
+@click.option(
+    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path), help="Parent folder (default: .)."
+)
 def new_plugin(name: str, directory: Path | None) -> None:
     """Scaffold an installable plugin package NAME (pyproject, hookimpl, component, conformance test)."""
     from diffusekit.scaffold import scaffold
@@ -387,6 +423,9 @@ def _plugin_commands() -> None:
 
     state = loaded()
     for impl in state.manager.hook.register_commands.get_hookimpls():
+        info = state.plugins.get(impl.plugin_name)
+        if info is not None and info.error:
+            continue  # a plugin that failed to register contributes nothing
         try:
             impl.function(cli=cli)
         except Exception as exc:

@@ -94,10 +94,14 @@ class ClassLabel(Condition):
 
     def __attrs_post_init__(self) -> None:
         if self.labels.ndim != 1 or self.labels.dtype not in (torch.int64, torch.int32):
-            raise ShapeError(f"class labels must be a 1-D integer tensor, got {tuple(self.labels.shape)} {self.labels.dtype}")
+            raise ShapeError(
+                f"class labels must be a 1-D integer tensor, got {tuple(self.labels.shape)} {self.labels.dtype}"
+            )
         bad = (self.labels >= self.num_classes) | (self.labels < self.NULL)
         if bool(bad.any()):
-            raise ShapeError(f"class labels must lie in [-1, {self.num_classes - 1}], got {self.labels[bad][:3].tolist()}")
+            raise ShapeError(
+                f"class labels must lie in [-1, {self.num_classes - 1}], got {self.labels[bad][:3].tolist()}"
+            )
 
     @classmethod
     def example(cls, batch_size: int, generator: torch.Generator) -> ClassLabel:
@@ -129,7 +133,9 @@ class Embedding(Condition):
         if self.values.ndim < 2:
             raise ShapeError(f"embeddings must be (batch, features...), got {tuple(self.values.shape)}")
         if self.present is None:
-            object.__setattr__(self, "present", torch.ones(self.values.shape[0], dtype=torch.bool, device=self.values.device))
+            object.__setattr__(
+                self, "present", torch.ones(self.values.shape[0], dtype=torch.bool, device=self.values.device)
+            )
 
     @classmethod
     def example(cls, batch_size: int, generator: torch.Generator) -> Embedding:

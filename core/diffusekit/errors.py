@@ -38,7 +38,3 @@ class ShapeError(DiffusekitError, ValueError):
 
 class CheckpointError(DiffusekitError):
     """A checkpoint is missing, not safetensors, or lacks diffusekit metadata."""
-
-
-class PluginError(DiffusekitError):
-    """A plugin failed to load or to register its components."""

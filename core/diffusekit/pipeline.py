@@ -7,6 +7,7 @@ checkpoint's recipe and loads its weights.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from diffusekit.recipe import Recipe, instantiate, load_recipe, recipe_from_dict
 from diffusekit.registry import Registry
 from diffusekit.sampler import Callback, Sampler, TimeGrid
 from diffusekit.state import DEFAULT_PART, State
+
+_INIT_LOCK = threading.Lock()
 
 
 @attrs.frozen(eq=False)
@@ -137,9 +140,10 @@ def build(source: Recipe | str | Path | Mapping[str, Any], registry: Registry | 
         name: instantiate(registry, "parameterization", part.parameterization, f"parts.{name}.parameterization")
         for name, part in recipe.parts.items()
     }
-    with torch.random.fork_rng(devices=[]):
+    spec = instantiate(registry, "network", recipe.network, "network")
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):  # seeding uses torch's global generator
         torch.manual_seed(recipe.seed)
-        network = instantiate(registry, "network", recipe.network, "network").build()
+        network = spec.build()
     network.eval()
     return Pipeline(
         recipe=recipe,
@@ -160,3 +164,15 @@ def load(path: str | Path, registry: Registry | None = None, **overrides: Any) -
     pipeline = build(recipe, registry)
     pipeline.load_weights(checkpoint.weights(), source=str(path))
     return pipeline
+
+
+def pretrained(method: str, registry: Registry | None = None) -> Pipeline:
+    """The pipeline of ``method`` with the weights it ships (e.g. ``pretrained("gaussian:digits")``)."""
+    registry = registry or get_registry()
+    entry = registry.resolve("method", method)
+    path = entry.obj().weights()
+    if path is None:
+        raise CheckpointError(
+            f"method {entry.qualname} ships no weights; train it with 'diffusekit train {entry.qualname}'"
+        )
+    return load(path, registry)

@@ -89,37 +89,45 @@ def load(
     allowed = _allowed(env)
     if entry_points is None:
         entry_points = md.entry_points(group=ENTRY_POINT_GROUP)
-    for ep in sorted(entry_points, key=lambda e: e.name):
-        if allowed is not None and ep.name not in allowed:
+    claims: dict[str, dict[tuple[str, str | None], md.EntryPoint]] = {}
+    for ep in entry_points:
+        if allowed is None or ep.name in allowed:
+            # the same distribution can be seen twice (duplicate sys.path entries): count it once
+            claims.setdefault(ep.name, {})[(ep.value, _dist_name(ep))] = ep
+    for name, eps in sorted(claims.items()):
+        infos_here = [_info(ep) for ep in eps.values()]
+        if name == BUILTIN or len(infos_here) > 1:
+            # no silent winner: which one would load would depend on sys.path and directory order
+            who = ", ".join(sorted(i.distribution or i.module or "?" for i in infos_here))
+            why = "is reserved for diffusekit's built-in plugin" if name == BUILTIN else f"is claimed by {who}"
+            for info in infos_here:
+                info.error = f"plugin name {name!r} {why}; not loaded (uninstall all but one)"
+                infos[f"{name} ({info.distribution or info.module})"] = info
             continue
-        dist = getattr(ep, "dist", None)
-        info = PluginInfo(
-            ep.name,
-            dist.metadata["Name"] if dist is not None else None,
-            dist.version if dist is not None else None,
-            ep.value,
-        )
-        if ep.name in infos:
-            other = infos[ep.name]
-            info.error = (
-                f"plugin name {ep.name!r} is already taken by {other.distribution or other.module}; "
-                f"{info.distribution or info.module} was not loaded"
-            )
-            infos[f"{ep.name} ({info.distribution or info.module})"] = info
-            continue
-        infos[ep.name] = info
+        (ep,) = eps.values()
+        info = infos[name] = infos_here[0]
         try:
             module = ep.load()
-            manager.register(module, name=ep.name)
+            manager.register(module, name=name)
         except Exception as exc:  # a broken plugin must not break the others
             info.error = f"failed to load: {_error_text(exc)}"
             continue
-        modules[ep.name] = module
+        modules[name] = module
 
     registry = Registry()
     for name, module in modules.items():
         _register_plugin(manager, registry, infos[name], module)
     return LoadedPlugins(manager, registry, infos)
+
+
+def _dist_name(ep: md.EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist is not None else None
+
+
+def _info(ep: md.EntryPoint) -> PluginInfo:
+    dist = getattr(ep, "dist", None)
+    return PluginInfo(ep.name, _dist_name(ep), dist.version if dist is not None else None, ep.value)
 
 
 def _register_plugin(manager: pluggy.PluginManager, registry: Registry, info: PluginInfo, module: object) -> None:

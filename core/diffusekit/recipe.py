@@ -117,7 +117,9 @@ def _strict(tp: type, ok) -> Any:
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     conv.register_structure_hook(int, _strict(int, lambda v: isinstance(v, int) and not isinstance(v, bool)))
-    conv.register_structure_hook(float, _strict(float, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)))
+    conv.register_structure_hook(
+        float, _strict(float, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
+    )
     conv.register_structure_hook(str, _strict(str, lambda v: isinstance(v, str)))
     conv.register_structure_hook(bool, _strict(bool, lambda v: isinstance(v, bool)))
 
@@ -290,12 +292,8 @@ def _fields(cls: type) -> dict[str, attrs.Attribute]:
     return {f.name: f for f in attrs.fields(cls) if f.init}
 
 
-def instantiate(registry: Registry, kind: str, spec: ComponentSpec, path: str, **context: Any) -> Any:
-    """Build the component ``spec`` of ``kind``; errors name ``path``.
-
-    ``context`` supplies defaults for parameters the recipe leaves out (e.g. the
-    network's input shape); the recipe's own parameters take precedence.
-    """
+def instantiate(registry: Registry, kind: str, spec: ComponentSpec, path: str) -> Any:
+    """Build the component ``spec`` of ``kind``; errors name ``path``."""
     try:
         entry = registry.resolve(kind, spec.name)
     except ComponentNotFound as exc:
@@ -307,7 +305,7 @@ def instantiate(registry: Registry, kind: str, spec: ComponentSpec, path: str, *
         if key not in fields:
             names = ", ".join(fields) or "none"
             raise ConfigError(f"{path}.{key}", f"unknown parameter of {entry.qualname} (parameters: {names})")
-    kwargs = {k: v for k, v in context.items() if k in fields}
+    kwargs = {}
     for key, value in spec.params.items():
         kwargs[key] = structure(value, fields[key].type, f"{path}.{key}")
     try:
@@ -340,9 +338,24 @@ def validate(recipe: Recipe, registry: Registry) -> None:
     for key in ("steps", "batch_size", "log_every", "checkpoint_every"):
         if getattr(recipe.train, key) < 1:
             raise ConfigError(f"train.{key}", "must be at least 1")
+    if recipe.train.warmup_steps < 0:
+        raise ConfigError("train.warmup_steps", "must not be negative")
+    if not recipe.train.grad_clip > 0:
+        raise ConfigError("train.grad_clip", "must be positive (inf disables clipping)")
+    if not 0.0 <= recipe.train.ema_decay <= 1.0:
+        raise ConfigError("train.ema_decay", "must lie in [0, 1]")
+    if not recipe.train.time_scale > 0:
+        raise ConfigError("train.time_scale", "must be positive")
     for key in ("num", "batch_size"):
         if getattr(recipe.sample, key) < 1:
             raise ConfigError(f"sample.{key}", "must be at least 1")
+    for name, part in recipe.parts.items():
+        if not 1 <= part.time_dims <= len(part.shape) + 1:
+            raise ConfigError(f"parts.{name}.time_dims", f"must lie in [1, {len(part.shape) + 1}] (batch + data dims)")
+        if any(n < 1 for n in part.shape):
+            raise ConfigError(f"parts.{name}.shape", "sizes must be at least 1")
+        if part.loss_weight < 0:
+            raise ConfigError(f"parts.{name}.loss_weight", "must not be negative")
     if not 0.0 <= recipe.train.condition_dropout <= 1.0:
         raise ConfigError("train.condition_dropout", "must lie in [0, 1]")
     if not math.isfinite(recipe.train.lr) or recipe.train.lr <= 0:

@@ -130,7 +130,7 @@ class Registry:
                 names = ", ".join(sorted(e.qualname for e in matches))
                 raise AmbiguousComponent(f"{kind} {name!r} is ambiguous; use one of: {names}")
         known = sorted(table)
-        close = difflib.get_close_matches(name, known + [e.name for e in table.values()], n=3)
+        close = difflib.get_close_matches(name, list(dict.fromkeys(known + [e.name for e in table.values()])), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         listing = ", ".join(known) if known else "none registered"
         raise ComponentNotFound(f"unknown {kind} {name!r}{hint} (available: {listing})")

@@ -27,7 +27,18 @@ from diffusekit.condition import Condition
 from diffusekit.denoiser import DenoiserLike
 from diffusekit.errors import ShapeError
 from diffusekit.schedule import Schedule
-from diffusekit.state import Parts, PartTimes, Shape, State, Time, align_time, as_parts, part_shapes, part_times, restore
+from diffusekit.state import (
+    Parts,
+    PartTimes,
+    Shape,
+    State,
+    Time,
+    align_time,
+    as_parts,
+    part_shapes,
+    part_times,
+    restore,
+)
 
 
 class TimeGrid(abc.ABC):
@@ -177,7 +188,9 @@ class Sampler(abc.ABC):
         carry = None
         with torch.no_grad():
             for i in indices:
-                out = self.step(denoiser, parts, plan[i], plan[i + 1], condition=condition, generator=generator, carry=carry)
+                out = self.step(
+                    denoiser, parts, plan[i], plan[i + 1], condition=condition, generator=generator, carry=carry
+                )
                 parts, carry = out.x, out.carry
                 if callback is not None:
                     callback({"i": i, "t": plan[i + 1], "x": parts, "denoised": out.denoised})

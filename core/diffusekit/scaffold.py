@@ -25,8 +25,12 @@ def scaffold(name: str, parent: Path) -> Path:
     if root.exists():
         raise DiffusekitError(f"{root} already exists; choose another name or --dir")
     module = f"diffusekit_{name}"
-    values = {"name": name, "module": module, "dist": f"diffusekit-{name.replace('_', '-')}",
-              "title": "".join(part.capitalize() for part in name.split("_"))}
+    values = {
+        "name": name,
+        "module": module,
+        "dist": f"diffusekit-{name.replace('_', '-')}",
+        "title": "".join(part.capitalize() for part in name.split("_")),
+    }
     templates = files("diffusekit") / "templates" / "plugin"
     for source, relative in _walk(templates, ""):
         target = root / string.Template(relative.removesuffix(".tmpl")).substitute(values)

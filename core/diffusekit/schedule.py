@@ -80,17 +80,12 @@ class GaussianCoefficients:
 
     def align(self, x: Tensor) -> GaussianCoefficients:
         """The same coefficients reshaped to broadcast against ``x`` and cast to its dtype."""
-        return GaussianCoefficients(
-            *(align_time(c, x).to(x.dtype) for c in attrs.astuple(self, recurse=False))
-        )
+        return GaussianCoefficients(*(align_time(c, x).to(x.dtype) for c in attrs.astuple(self, recurse=False)))
 
     def take(self, index: slice) -> GaussianCoefficients:
         """Rows ``index`` of coefficients that carry a batch dimension; broadcast ones unchanged."""
         return GaussianCoefficients(
-            *(
-                c[index] if c.ndim and c.shape[0] != 1 else c
-                for c in attrs.astuple(self, recurse=False)
-            )
+            *(c[index] if c.ndim and c.shape[0] != 1 else c for c in attrs.astuple(self, recurse=False))
         )
 
 

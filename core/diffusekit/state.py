@@ -15,7 +15,6 @@ to a scalar everywhere gives exactly the scalar's result.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Union
 
 import torch
 from torch import Tensor
@@ -25,12 +24,12 @@ from diffusekit.errors import ShapeError
 DEFAULT_PART = "x"
 """Name of the single part of a state given as a bare tensor."""
 
-State = Union[Tensor, Mapping[str, Tensor]]
-TimeLike = Union[float, Tensor]
-Time = Union[TimeLike, Mapping[str, TimeLike]]
+State = Tensor | Mapping[str, Tensor]
+TimeLike = float | Tensor
+Time = TimeLike | Mapping[str, TimeLike]
 Parts = dict[str, Tensor]
 PartTimes = dict[str, Tensor]
-Shape = Union[tuple[int, ...], Mapping[str, tuple[int, ...]]]
+Shape = tuple[int, ...] | Mapping[str, tuple[int, ...]]
 
 
 def as_parts(state: State) -> Parts:
@@ -59,9 +58,7 @@ def part_shapes(shape: Shape) -> dict[str, tuple[int, ...]]:
     return {DEFAULT_PART: tuple(int(n) for n in shape)}
 
 
-def part_times(
-    t: Time, parts: Iterable[str], *, dtype: torch.dtype = torch.float64, device=None
-) -> PartTimes:
+def part_times(t: Time, parts: Iterable[str], *, dtype: torch.dtype = torch.float64, device=None) -> PartTimes:
     """The time of every part as a tensor.
 
     ``t`` is one time for all parts or a mapping with one entry per part.
@@ -93,9 +90,7 @@ def align_time(t: Tensor, x: Tensor) -> Tensor:
     if t.ndim == x.ndim:
         extra = 0
     elif t.ndim > x.ndim:
-        raise ShapeError(
-            f"time of shape {tuple(t.shape)} has more dimensions than data of shape {tuple(x.shape)}"
-        )
+        raise ShapeError(f"time of shape {tuple(t.shape)} has more dimensions than data of shape {tuple(x.shape)}")
     else:
         extra = x.ndim - t.ndim
     for i, n in enumerate(t.shape):

@@ -84,7 +84,9 @@ def loss_terms(pipeline: Pipeline, batch: Data, generator: torch.Generator) -> d
     prepared = denoiser.prepare({n: c.x_t for n, c in corrupted.items()}, times)
     raw = denoiser.run_network(prepared, condition)
     return {
-        name: denoiser.parameterizations[name].loss(raw[name], prepared[name], batch.parts[name], corrupted[name]).mean()
+        name: denoiser.parameterizations[name]
+        .loss(raw[name], prepared[name], batch.parts[name], corrupted[name])
+        .mean()
         for name in batch.parts
     }
 
@@ -133,6 +135,10 @@ def train(
     out = Path(out) if out is not None else None
     if metrics is None and out is not None:
         metrics = out.with_suffix(".metrics.jsonl")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    if metrics is not None:
+        Path(metrics).parent.mkdir(parents=True, exist_ok=True)
 
     optimizer = torch.optim.Adam(network.parameters(), lr=cfg.lr)
     ema = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
@@ -148,6 +154,8 @@ def train(
         ema.n_averaged.copy_(ckpt.tensors["ema_state.n_averaged"])
         _load_optimizer(optimizer, ckpt.group("optim"), ckpt.metadata["diffusekit.optimizer"])
         start = ckpt.step
+        if start > total:
+            raise CheckpointError(f"{out} is at step {start}, past the requested {total} steps")
 
     def save(step: int) -> None:
         if out is None:
@@ -190,8 +198,13 @@ def train(
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}")
             if done % cfg.log_every == 0 or done == total:
-                record = {"step": done, "loss": loss_value, "grad_norm": float(grad_norm), "lr": lr,
-                          "elapsed_s": round(time.perf_counter() - began, 3)}
+                record = {
+                    "step": done,
+                    "loss": loss_value,
+                    "grad_norm": float(grad_norm),
+                    "lr": lr,
+                    "elapsed_s": round(time.perf_counter() - began, 3),
+                }
                 record.update({f"loss.{name}": v.item() for name, v in terms.items()})
                 if log is not None:
                     log.write(json.dumps(record) + "\n")

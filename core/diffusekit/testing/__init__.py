@@ -11,4 +11,11 @@ from diffusekit.testing.contracts import Contract, contracts_for, plugin_contrac
 from diffusekit.testing.oracle import GaussianMixture, OracleDenoiser
 from diffusekit.testing.reference import TrigonometricSchedule
 
-__all__ = ["Contract", "GaussianMixture", "OracleDenoiser", "TrigonometricSchedule", "contracts_for", "plugin_contracts"]
+__all__ = [
+    "Contract",
+    "GaussianMixture",
+    "OracleDenoiser",
+    "TrigonometricSchedule",
+    "contracts_for",
+    "plugin_contracts",
+]

@@ -25,7 +25,7 @@ from diffusekit.data import Data, Dataset
 from diffusekit.guidance import Guidance
 from diffusekit.method import Method
 from diffusekit.network import Network
-from diffusekit.parameterization import GaussianParameterization, Parameterization
+from diffusekit.parameterization import GaussianParameterization
 from diffusekit.recipe import dumps_json, dumps_toml, instantiate, loads_json, loads_toml, spec_of, validate
 from diffusekit.registry import Entry, Registry
 from diffusekit.sampler import Sampler, TimeGrid
@@ -151,8 +151,12 @@ def gaussian_schedule_contracts(s: GaussianSchedule) -> dict[str, tuple[str, Cal
             xt = s.corrupt(x0, _t(t), _g(3)).x_t
             se = float(c.sigma) / n**0.5
             mean, std = float(xt.mean()), float(xt.std())
-            assert abs(mean - value * float(c.alpha)) < 6 * se + 1e-12, f"mean of x_t at t={t} is {mean}, expected {value * float(c.alpha)}"
-            assert abs(std - float(c.sigma)) < 6 * se * 0.75 + 1e-12, f"std of x_t at t={t} is {std}, expected {float(c.sigma)}"
+            assert abs(mean - value * float(c.alpha)) < 6 * se + 1e-12, (
+                f"mean of x_t at t={t} is {mean}, expected {value * float(c.alpha)}"
+            )
+            assert abs(std - float(c.sigma)) < 6 * se * 0.75 + 1e-12, (
+                f"std of x_t at t={t} is {std}, expected {float(c.sigma)}"
+            )
 
     return {
         "endpoints": ("alpha_0 = 1, sigma_0 = 0, sigma_1 > 0", endpoints),
@@ -176,7 +180,9 @@ def categorical_schedule_contracts(s: CategoricalSchedule) -> dict[str, tuple[st
     def monotone(a: float, b: float) -> None:
         lo, hi = min(a, b), max(a, b)
         k_lo, k_hi = float(s.keep_probability(_t(lo))), float(s.keep_probability(_t(hi)))
-        assert 0.0 <= k_hi <= k_lo <= 1.0, f"keep-probability must decrease within [0, 1]: {k_lo} at {lo}, {k_hi} at {hi}"
+        assert 0.0 <= k_hi <= k_lo <= 1.0, (
+            f"keep-probability must decrease within [0, 1]: {k_lo} at {lo}, {k_hi} at {hi}"
+        )
 
     @prop(dst.data_shapes(), st.integers(0, 2**31 - 1))
     def identity_at_zero(shape: tuple[int, ...], seed: int) -> None:
@@ -271,14 +277,22 @@ def gaussian_sampler_contracts(sampler: Sampler) -> dict[str, tuple[str, Callabl
         b = sampler.step(den, x, {"x": tf}, {"x": tt}, generator=_g(seed)).x["x"]
         _close(a, b, "per-sample times equal to a scalar", rtol=1e-12, atol=1e-12)
 
-    @prop(st.integers(2, 6), dst.interior_times(0.05), st.integers(0, 2**31 - 1))
-    def unchanged_where_time_is_fixed(batch: int, t: float, seed: int) -> None:
+    @prop(st.integers(1, 6), dst.interior_times(0.05), st.booleans(), st.integers(0, 2**31 - 1))
+    def unchanged_where_time_is_fixed(batch: int, t: float, at_zero: bool, seed: int) -> None:
+        # Per-element times inside each sample: the first coordinate is held at t (mid-way) or
+        # at 0 (known data: inpainting, a conditioning part), the second moves. The oracle
+        # couples the coordinates of a sample, as a network would.
         den = _oracle()
         x = {"x": torch.randn(batch, 2, generator=_g(seed), dtype=F64)}
-        fixed = torch.arange(batch) % 2 == 0
-        t_to = torch.where(fixed, torch.full((batch,), t, dtype=F64), torch.full((batch,), t / 2, dtype=F64))
-        out = sampler.step(den, x, {"x": torch.full((batch,), t, dtype=F64)}, {"x": t_to}, generator=_g(seed)).x["x"]
+        fixed = torch.zeros(batch, 2, dtype=torch.bool)
+        fixed[:, 0] = True
+        hold = 0.0 if at_zero else t
+        t_from = torch.where(fixed, hold, t).to(F64)
+        t_to = torch.where(fixed, hold, t / 2).to(F64)
+        out = sampler.step(den, x, {"x": t_from}, {"x": t_to}, generator=_g(seed)).x["x"]
         assert torch.equal(out[fixed], x["x"][fixed]), "elements whose time does not change must be returned untouched"
+        assert bool(torch.isfinite(out).all()), f"non-finite output with elements held at t={hold}"
+        assert not torch.equal(out[~fixed], x["x"][~fixed]), "elements whose time changes must move"
         assert not torch.equal(out[~fixed], x["x"][~fixed]), "elements whose time changes must move"
 
     @prop(st.integers(2, 5), st.integers(0, 2**31 - 1))
@@ -291,14 +305,19 @@ def gaussian_sampler_contracts(sampler: Sampler) -> dict[str, tuple[str, Callabl
         out = sampler.step(den, x, {"x": t_from}, {"x": t_to}).x["x"]
         for i in range(batch):
             row = sampler.step(den, {"x": x["x"][i : i + 1]}, {"x": t_from[i]}, {"x": t_to[i]}).x["x"]
-            _close(out[i : i + 1], row, f"row {i} stepped within a batch of distinct times vs alone", rtol=1e-9, atol=1e-9)
+            _close(
+                out[i : i + 1], row, f"row {i} stepped within a batch of distinct times vs alone", rtol=1e-9, atol=1e-9
+            )
 
     def multi_part() -> None:
         mix_a = GaussianMixture.random((2,), 2, generator=_g(1))
         mix_b = GaussianMixture.random((3, 2), 3, generator=_g(2))
         sched = TrigonometricSchedule()
         joint = OracleDenoiser({"a": mix_a, "b": mix_b}, {"a": sched, "b": sched})
-        x = {"a": torch.randn(16, 2, generator=_g(3), dtype=F64), "b": torch.randn(16, 3, 2, generator=_g(4), dtype=F64)}
+        x = {
+            "a": torch.randn(16, 2, generator=_g(3), dtype=F64),
+            "b": torch.randn(16, 3, 2, generator=_g(4), dtype=F64),
+        }
         out = run(joint, x, 10)
         assert set(out) == {"a", "b"} and out["a"].shape == (16, 2) and out["b"].shape == (16, 3, 2)
         assert all(bool(torch.isfinite(v).all()) for v in out.values()), "non-finite samples"
@@ -317,7 +336,9 @@ def gaussian_sampler_contracts(sampler: Sampler) -> dict[str, tuple[str, Callabl
         d2 = ((out[:, None, :] - mixture.means[None]) / mixture.stds[None]).square().sum(-1)
         counts = torch.bincount(d2.argmin(1), minlength=len(mixture.weights)).to(F64) / n
         err = (counts - mixture.weights).abs().max().item()
-        assert err < 0.04, f"mode proportions {counts.tolist()} differ from the weights {mixture.weights.tolist()} by {err:.3f}"
+        assert err < 0.04, (
+            f"mode proportions {counts.tolist()} differ from the weights {mixture.weights.tolist()} by {err:.3f}"
+        )
         true = mixture.sample(200000, _g(9))
         for name, a, b, tol in (("mean", out.mean(0), true.mean(0), 0.1), ("std", out.std(0), true.std(0), 0.1)):
             diff = (a - b).abs().max().item()
@@ -329,7 +350,9 @@ def gaussian_sampler_contracts(sampler: Sampler) -> dict[str, tuple[str, Callabl
         reference = run(den, x, 512, seed=1)
         coarse = (run(den, x, 8, seed=1) - reference).norm(dim=1).mean().item()
         fine = (run(den, x, 64, seed=1) - reference).norm(dim=1).mean().item()
-        assert fine < coarse, f"error against a 512-step solution did not fall with more steps: {coarse:.3g} at 8, {fine:.3g} at 64"
+        assert fine < coarse, (
+            f"error against a 512-step solution did not fall with more steps: {coarse:.3g} at 8, {fine:.3g} at 64"
+        )
 
     def thread_safe() -> None:
         den = _oracle()
@@ -349,7 +372,9 @@ def gaussian_sampler_contracts(sampler: Sampler) -> dict[str, tuple[str, Callabl
         for th in threads:
             th.join()
         assert not errors, f"sampling raised in a thread: {errors[0]!r}"
-        assert all(torch.equal(a, b) for a, b in zip(expected, got)), "concurrent sampling differs from sequential"
+        assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True)), (
+            "concurrent sampling differs from sequential"
+        )
 
     out = {
         "deterministic": ("samples are a function of the generator", deterministic),
@@ -392,7 +417,9 @@ def grid_contracts(grid: TimeGrid, registry: Registry | None) -> dict[str, tuple
             assert bool((t >= 0).all() and (t <= 1).all()), f"{name}: times must lie in [0, 1]: {t.tolist()}"
             assert bool((t[1:] < t[:-1]).all()), f"{name}: times must strictly decrease: {t.tolist()}"
 
-    return {"valid_times": ("steps + 1 strictly decreasing times in [0, 1] ending at 0, for every schedule", valid_times)}
+    return {
+        "valid_times": ("steps + 1 strictly decreasing times in [0, 1] ending at 0, for every schedule", valid_times)
+    }
 
 
 # --- guidance, conditions, networks, methods, datasets ----------------------------------------------
@@ -445,7 +472,9 @@ def condition_contracts(cls: type[Condition]) -> dict[str, tuple[str, Callable[[
         assert torch.equal(back.is_null(), a.is_null()), "take after cat must give back the first batch"
         mask = torch.arange(a.batch_size) % 2 == 0
         mixed = a.where(mask, a.null_like())
-        assert torch.equal(mixed.is_null(), mask | a.is_null()), "where(mask, null) must null exactly the masked samples"
+        assert torch.equal(mixed.is_null(), mask | a.is_null()), (
+            "where(mask, null) must null exactly the masked samples"
+        )
 
     return {
         "null_and_dropout": ("null form, dropout(0), dropout(1), deterministic dropout", null_and_dropout),
@@ -564,8 +593,10 @@ def _kind_contracts(entry: Entry, obj: Any, registry: Registry | None) -> dict[s
 def contracts_for(entry: Entry, registry: Registry | None = None) -> list[Contract]:
     """The contracts of one registered component."""
     if entry.kind == "condition":
-        return [Contract(entry.qualname, entry.kind, name, doc, fn)
-                for name, (doc, fn) in condition_contracts(entry.obj).items()]
+        return [
+            Contract(entry.qualname, entry.kind, name, doc, fn)
+            for name, (doc, fn) in condition_contracts(entry.obj).items()
+        ]
     try:
         obj = _instance(entry)
     except AssertionError as exc:

@@ -41,7 +41,12 @@ class GaussianMixture:
 
     @classmethod
     def random(
-        cls, event_shape: tuple[int, ...], components: int, *, generator: torch.Generator, spread: float = 2.0,
+        cls,
+        event_shape: tuple[int, ...],
+        components: int,
+        *,
+        generator: torch.Generator,
+        spread: float = 2.0,
         std_range: tuple[float, float] = (0.2, 0.6),
     ) -> GaussianMixture:
         """A random mixture with well-separated means (float64)."""
@@ -75,7 +80,9 @@ class GaussianMixture:
         var = a * a * s2 + sg * sg
         diff = x[:, None] - a * mu
         event_dims = tuple(range(2, diff.ndim))
-        log_r = torch.log(self.weights)[None] - 0.5 * ((diff * diff / var + torch.log(2 * math.pi * var)).sum(event_dims))
+        log_r = torch.log(self.weights)[None] - 0.5 * (
+            (diff * diff / var + torch.log(2 * math.pi * var)).sum(event_dims)
+        )
         if labels is not None:
             allowed = (labels[:, None] < 0) | (labels[:, None] == torch.arange(len(self.weights))[None])
             log_r = log_r.masked_fill(~allowed, -math.inf)

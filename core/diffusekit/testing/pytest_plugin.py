@@ -19,8 +19,13 @@ from typing import Any
 
 def pytest_addoption(parser: Any) -> None:
     group = parser.getgroup("diffusekit")
-    group.addoption("--diffusekit-plugin", action="append", default=[], metavar="NAME",
-                    help="run the diffusekit conformance contracts of plugin NAME (repeatable)")
+    group.addoption(
+        "--diffusekit-plugin",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run the diffusekit conformance contracts of plugin NAME (repeatable)",
+    )
 
 
 def pytest_configure(config: Any) -> None:

@@ -50,8 +50,14 @@ def time_tensors(draw: Any, data_shape: tuple[int, ...], *, margin: float = 1e-3
 def states(draw: Any, *, max_parts: int = 3, batch: int | None = None) -> dict[str, torch.Tensor]:
     """Multi-part states with a common batch size and random per-part shapes (float64)."""
     b = batch or draw(st.integers(1, 4))
-    names = draw(st.lists(st.sampled_from(["x", "pos", "atoms", "video", "action", "label"]), min_size=1,
-                          max_size=max_parts, unique=True))
+    names = draw(
+        st.lists(
+            st.sampled_from(["x", "pos", "atoms", "video", "action", "label"]),
+            min_size=1,
+            max_size=max_parts,
+            unique=True,
+        )
+    )
     seed = draw(st.integers(0, 2**31 - 1))
     g = torch.Generator().manual_seed(seed)
     out = {}
@@ -100,17 +106,37 @@ def recipes() -> st.SearchStrategy[Recipe]:
     """Arbitrary well-typed recipes (their component names need not exist)."""
     parts = st.dictionaries(
         _names,
-        st.builds(PartSpec, st.lists(st.integers(1, 64), min_size=1, max_size=4).map(tuple), component_specs(),
-                  component_specs(), st.floats(0.0, 10.0), st.integers(1, 3)),
-        min_size=1, max_size=3,
+        st.builds(
+            PartSpec,
+            st.lists(st.integers(1, 64), min_size=1, max_size=4).map(tuple),
+            component_specs(),
+            component_specs(),
+            st.floats(0.0, 10.0),
+            st.integers(1, 3),
+        ),
+        min_size=1,
+        max_size=3,
     )
-    train = st.builds(TrainConfig, steps=st.integers(1, 10**6), batch_size=st.integers(1, 4096),
-                      lr=st.floats(1e-6, 1.0), ema_decay=st.floats(0.0, 1.0),
-                      time_distribution=st.sampled_from(["uniform", "logit_normal"]),
-                      time_loc=st.floats(-3, 3), time_scale=st.floats(0.1, 3))
+    train = st.builds(
+        TrainConfig,
+        steps=st.integers(1, 10**6),
+        batch_size=st.integers(1, 4096),
+        lr=st.floats(1e-6, 1.0),
+        ema_decay=st.floats(0.0, 1.0),
+        time_distribution=st.sampled_from(["uniform", "logit_normal"]),
+        time_loc=st.floats(-3, 3),
+        time_scale=st.floats(0.1, 3),
+    )
     return st.builds(
-        Recipe, parts, component_specs(), component_specs(), component_specs(),
-        guidance=st.none() | component_specs(), dataset=st.none() | component_specs(),
-        method=st.none() | _names, seed=st.integers(0, 2**63 - 1), train=train,
+        Recipe,
+        parts,
+        component_specs(),
+        component_specs(),
+        component_specs(),
+        guidance=st.none() | component_specs(),
+        dataset=st.none() | component_specs(),
+        method=st.none() | _names,
+        seed=st.integers(0, 2**63 - 1),
+        train=train,
         sample=st.builds(SampleConfig, st.integers(1, 10**5), st.integers(1, 4096)),
     )

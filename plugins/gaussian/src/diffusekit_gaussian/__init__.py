@@ -14,7 +14,24 @@ from diffusekit_gaussian.samplers import DDIM, DDPM, Euler, EulerMaruyama, Heun
 from diffusekit_gaussian.schedules import EDM, VE, RectifiedFlow, VPCosine, VPLinear
 
 __all__ = [
-    "DDIM", "DDPM", "EDM", "MLP", "VE", "ClassifierFreeGuidance", "EDMPreconditioning", "EpsilonPrediction",
-    "Euler", "EulerMaruyama", "Heun", "KarrasGrid", "LogSNRGrid", "RectifiedFlow", "UNet", "VPCosine",
-    "VPLinear", "VPrediction", "VelocityPrediction", "X0Prediction",
+    "DDIM",
+    "DDPM",
+    "EDM",
+    "MLP",
+    "VE",
+    "ClassifierFreeGuidance",
+    "EDMPreconditioning",
+    "EpsilonPrediction",
+    "Euler",
+    "EulerMaruyama",
+    "Heun",
+    "KarrasGrid",
+    "LogSNRGrid",
+    "RectifiedFlow",
+    "UNet",
+    "VPCosine",
+    "VPLinear",
+    "VPrediction",
+    "VelocityPrediction",
+    "X0Prediction",
 ]

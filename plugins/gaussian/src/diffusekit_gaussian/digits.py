@@ -7,9 +7,9 @@ from pathlib import Path
 
 import attrs
 import torch
-
 from diffusekit import ClassLabel, ComponentSpec, Data, Dataset, Method, PartSpec, Recipe, SampleConfig, TrainConfig
 from diffusekit.state import State
+
 from diffusekit_gaussian.images import save_grid, to_uint8
 
 
@@ -44,8 +44,15 @@ class DigitsMethod(Method):
             },
             network=ComponentSpec(
                 "gaussian:unet",
-                {"in_channels": 1, "channels": 32, "channel_mult": [1, 2], "num_res_blocks": 2,
-                 "attention_levels": [1], "num_classes": 10, "dropout": 0.1},
+                {
+                    "in_channels": 1,
+                    "channels": 32,
+                    "channel_mult": [1, 2],
+                    "num_res_blocks": 2,
+                    "attention_levels": [1],
+                    "num_classes": 10,
+                    "dropout": 0.1,
+                },
             ),
             sampler=ComponentSpec("gaussian:heun"),
             grid=ComponentSpec("gaussian:karras", {"steps": 18}),
@@ -53,8 +60,17 @@ class DigitsMethod(Method):
             dataset=ComponentSpec("gaussian:digits"),
             method="gaussian:digits",
             seed=0,
-            train=TrainConfig(steps=16000, batch_size=128, lr=1e-3, warmup_steps=200, ema_decay=0.999,
-                              grad_clip=1.0, condition_dropout=0.1, checkpoint_every=2000, log_every=100),
+            train=TrainConfig(
+                steps=16000,
+                batch_size=128,
+                lr=1e-3,
+                warmup_steps=200,
+                ema_decay=0.999,
+                grad_clip=1.0,
+                condition_dropout=0.1,
+                checkpoint_every=2000,
+                log_every=100,
+            ),
             sample=SampleConfig(num=100, batch_size=500),
         )
 

@@ -13,9 +13,8 @@ from typing import ClassVar
 import attrs
 import torch
 from attrs import validators as v
-from torch import Tensor
-
 from diffusekit import GaussianSchedule, TimeGrid
+from torch import Tensor
 
 
 def _sigma_range(schedule: GaussianSchedule, sigma_min: float, sigma_max: float) -> tuple[float, float]:

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 
 import attrs
 import torch
-
 from diffusekit import Condition, DenoiserLike, Guidance, Prediction
 from diffusekit.state import Parts, PartTimes, batch_size
 

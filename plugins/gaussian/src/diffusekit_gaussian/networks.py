@@ -14,9 +14,8 @@ import attrs
 import torch
 import torch.nn.functional as F
 from attrs import validators as v
-from torch import Tensor, nn
-
 from diffusekit import ClassLabel, Condition, Network, ShapeError
+from torch import Tensor, nn
 
 
 class FourierFeatures(nn.Module):
@@ -116,8 +115,11 @@ class UNetModule(nn.Module):
         for level, width in enumerate(widths):
             for _ in range(spec.num_res_blocks):
                 attn = level in spec.attention_levels
-                self.down.append(nn.ModuleList([ResBlock(cur, width, emb, spec.dropout),
-                                                SelfAttention(width) if attn else nn.Identity()]))
+                self.down.append(
+                    nn.ModuleList(
+                        [ResBlock(cur, width, emb, spec.dropout), SelfAttention(width) if attn else nn.Identity()]
+                    )
+                )
                 cur = width
                 skips.append(cur)
             if level < len(widths) - 1:
@@ -129,12 +131,19 @@ class UNetModule(nn.Module):
         for level, width in reversed(list(enumerate(widths))):
             for _ in range(spec.num_res_blocks + 1):
                 attn = level in spec.attention_levels
-                self.up.append(nn.ModuleList([ResBlock(cur + skips.pop(), width, emb, spec.dropout),
-                                              SelfAttention(width) if attn else nn.Identity()]))
+                self.up.append(
+                    nn.ModuleList(
+                        [
+                            ResBlock(cur + skips.pop(), width, emb, spec.dropout),
+                            SelfAttention(width) if attn else nn.Identity(),
+                        ]
+                    )
+                )
                 cur = width
             if level > 0:
-                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"),
-                                              nn.Conv2d(cur, cur, 3, padding=1)]))
+                self.up.append(
+                    nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cur, cur, 3, padding=1)])
+                )
         self.norm_out = nn.GroupNorm(min(8, cur), cur)
         self.conv_out = nn.Conv2d(cur, spec.in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
@@ -193,8 +202,12 @@ class MLPModule(nn.Module):
         self.embed = Conditioning(spec.hidden, spec.num_classes)
         self.inp = nn.Linear(spec.dim, spec.hidden)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(spec.hidden), nn.Linear(spec.hidden, spec.hidden), nn.SiLU(),
-                          nn.Linear(spec.hidden, spec.hidden))
+            nn.Sequential(
+                nn.LayerNorm(spec.hidden),
+                nn.Linear(spec.hidden, spec.hidden),
+                nn.SiLU(),
+                nn.Linear(spec.hidden, spec.hidden),
+            )
             for _ in range(spec.depth)
         )
         self.out = nn.Linear(spec.hidden, spec.dim)

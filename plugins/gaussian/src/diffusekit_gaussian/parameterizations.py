@@ -12,9 +12,8 @@ from typing import ClassVar
 import attrs
 import torch
 from attrs import validators as v
-from torch import Tensor
-
 from diffusekit import GaussianCoefficients, GaussianParameterization
+from torch import Tensor
 
 
 @attrs.frozen

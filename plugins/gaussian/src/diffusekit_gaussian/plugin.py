@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from diffusekit import hookimpl
+
 from diffusekit_gaussian import digits, grids, guidance, networks, parameterizations, samplers, schedules
 
 

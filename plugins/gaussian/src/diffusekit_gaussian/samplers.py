@@ -14,9 +14,9 @@ from typing import ClassVar
 import attrs
 import torch
 from attrs import validators as v
-from torch import Tensor
-
 from diffusekit import DenoiserLike, GaussianCoefficients, Sampler, Step, align_time
+from diffusekit.sampler import keep_unchanged
+from torch import Tensor
 
 
 def coefficients(denoiser: DenoiserLike, part: str, t: Tensor, x: Tensor) -> GaussianCoefficients:
@@ -131,7 +131,10 @@ class Heun(Sampler):
         c_s = {p: coefficients(denoiser, p, t_to[p], xp) for p, xp in x.items()}
         eps = {p: pred[p].eps for p in x}
         denoised = {p: pred[p].x0 for p in x}
-        euler = {p: c_s[p].alpha * denoised[p] + c_s[p].sigma * eps[p] for p in x}
+        # elements whose time does not change keep their value (at t = 0, eps itself is 0/0)
+        euler = {
+            p: keep_unchanged(c_s[p].alpha * denoised[p] + c_s[p].sigma * eps[p], x[p], t_from[p], t_to[p]) for p in x
+        }
         if all(bool((c.sigma == 0).all()) for c in c_s.values()):
             return Step(euler, denoised)
         pred2 = denoiser(euler, t_to, condition)
@@ -185,4 +188,3 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "heun": Heun,
     "euler_maruyama": EulerMaruyama,
 }
-

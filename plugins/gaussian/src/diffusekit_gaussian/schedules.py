@@ -13,9 +13,8 @@ import math
 import attrs
 import torch
 from attrs import validators as v
-from torch import Tensor
-
 from diffusekit import GaussianCoefficients, GaussianSchedule
+from torch import Tensor
 
 
 def _log_snr(log_alpha: Tensor, log_sigma: Tensor) -> Tensor:
@@ -144,7 +143,10 @@ class EDM(GaussianSchedule):
         sigma = self.sigma_max * t**self.rho
         d_sigma = self.sigma_max * self.rho * t ** (self.rho - 1.0)
         return GaussianCoefficients(
-            torch.ones_like(t), sigma, torch.zeros_like(t), d_sigma,
+            torch.ones_like(t),
+            sigma,
+            torch.zeros_like(t),
+            d_sigma,
             -2.0 * (math.log(self.sigma_max) + self.rho * torch.log(t)),
         )
 
