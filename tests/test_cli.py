@@ -464,3 +464,13 @@ def test_pip_failure_is_a_one_line_error(pip_calls, command):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
     assert "37" in lines[0]
+
+
+def test_check_runs_the_contracts_on_every_gaussian_component(tmp_path):
+    from diffusekit import get_registry
+
+    result = run_cli("check", "gaussian", "-v", "--max-examples", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    checked = {line.split()[1].split("::")[0] for line in result.stdout.splitlines() if line.startswith("ok ")}
+    assert checked == {e.qualname for e in get_registry().entries(plugin="gaussian")}
+    assert "FAIL" not in result.stdout

@@ -75,6 +75,20 @@ def test_a_part_held_at_time_zero_is_a_condition():
         assert not torch.equal(out["image"], start["image"])
 
 
+def test_inpainting_is_a_plan_that_holds_known_elements():
+    mixture = GaussianMixture.random((4,), 3, generator=torch.Generator().manual_seed(6))
+    oracle = OracleDenoiser.single(mixture, TrigonometricSchedule())
+    known = mixture.sample(8, torch.Generator().manual_seed(7)).to(F64)
+    mask = torch.tensor([True, False, True, False]).expand(8, 4)
+    plan = TimePlan.from_grid(UniformGrid(steps=30), oracle.schedules).hold("x", mask)
+    assert torch.equal(plan[0]["x"], torch.where(mask, 0.0, 1.0).to(F64))
+    start = torch.where(mask, known, torch.randn(8, 4, generator=torch.Generator().manual_seed(8), dtype=F64))
+    for sampler in (DDIM(), Heun(), DDPM()):
+        out = sampler.sample(oracle, start, plan, generator=torch.Generator().manual_seed(9))
+        assert torch.equal(out[mask], known[mask]), type(sampler).__name__
+        assert torch.isfinite(out).all()
+
+
 def test_guidance_scale_one_is_conditional_and_zero_unconditional():
     mix = GaussianMixture.random((2,), 3, generator=torch.Generator().manual_seed(3))
     oracle = OracleDenoiser.single(mix, TrigonometricSchedule())

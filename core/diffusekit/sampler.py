@@ -70,6 +70,21 @@ class TimePlan:
         """A plan from explicit time states (floats, tensors or per-part mappings)."""
         return cls(tuple(part_times(t, parts) for t in times))
 
+    def hold(self, part: str, mask: Tensor | None = None) -> TimePlan:
+        """The same plan with ``part`` (or its elements where ``mask`` is true) held at t = 0.
+
+        Elements held at 0 are data the sampler never changes: the known pixels of
+        inpainting, the given frames of image-to-video, the observed modality of
+        conditional UniDiffuser-style generation. ``mask`` is aligned with the leading
+        dimensions of the part, like a time tensor.
+        """
+        entries = []
+        for entry in self.entries:
+            t = entry[part]
+            held = t.new_zeros(()) if mask is None else torch.where(mask.to(t.device), t.new_zeros(()), t)
+            entries.append({**entry, part: held})
+        return TimePlan(tuple(entries))
+
     def __len__(self) -> int:
         return len(self.entries)
 
