@@ -18,19 +18,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import fakeplugins  # noqa: E402
+from diffusekit.registry import HOOKS  # noqa: E402
 from fakeplugins import TINY_RUN_ARGS, assert_one_line_error, assert_png, env_with, run_cli  # noqa: E402
 
-HOOK_NAMES = {
-    "schedule": "register_schedules",
-    "parameterization": "register_parameterizations",
-    "network": "register_networks",
-    "sampler": "register_samplers",
-    "grid": "register_grids",
-    "condition": "register_conditions",
-    "guidance": "register_guidances",
-    "dataset": "register_datasets",
-    "method": "register_methods",
-}
+HOOK_NAMES = HOOKS  # kind -> the hook that registers it
 
 TINY_RECIPE = """\
 seed = 0

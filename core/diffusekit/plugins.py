@@ -140,9 +140,7 @@ def _register_plugin(manager: pluggy.PluginManager, registry: Registry, info: Pl
             if impl is None or hook not in info.hooks:
                 continue
             impl(register=_register_callback(kind, info.name, staged))
-        trial = Registry(registry.entries())
-        for entry in staged:
-            trial.add(entry)
+        Registry(staged)  # duplicates within the plugin (names of other plugins cannot clash)
     except Exception as exc:
         info.error = f"failed to register: {_error_text(exc)}"
         info.components = {}
