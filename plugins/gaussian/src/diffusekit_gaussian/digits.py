@@ -61,7 +61,7 @@ class DigitsMethod(Method):
             method="gaussian:digits",
             seed=0,
             train=TrainConfig(
-                steps=16000,
+                steps=8000,
                 batch_size=128,
                 lr=1e-3,
                 warmup_steps=200,
