@@ -5,6 +5,7 @@ import pytest
 import torch
 from diffusekit import ClassLabel, Guidance, Step
 from diffusekit.builtins import UniformGrid
+from diffusekit.sampler import StepTimes
 from diffusekit.testing import contracts as kit
 from diffusekit.testing.reference import TrigonometricSchedule
 from diffusekit_gaussian import DDIM, ClassifierFreeGuidance, EpsilonPrediction, VPLinear
@@ -66,27 +67,34 @@ class CountingSampler(DDIM):
 
     calls: int = 0
 
-    def update(self, denoiser, x, t_from, t_to, *, condition, generator, carry):
+    def update(self, denoiser, x, times, *, condition, generator, carry):
         object.__setattr__(self, "calls", self.calls + 1)  # mutable state behind a frozen facade
-        out = super().update(denoiser, x, t_from, t_to, condition=condition, generator=generator, carry=carry)
-        return Step({k: v * (1 + 1e-3 * self.calls) for k, v in out.x.items()}, out.denoised)
+        out = super().update(denoiser, x, times, condition=condition, generator=generator, carry=carry)
+        return Step({k: v * (1 + 1e-3 * self.calls) for k, v in out.x.items()}, out.predictions)
 
 
 @attrs.frozen
 class BatchMaxTime(DDIM):
     """Ignores per-element time: steps everything with the largest time."""
 
-    def update(self, denoiser, x, t_from, t_to, *, condition, generator, carry):
-        top = {k: v.max() for k, v in t_from.items()}
-        low = {k: v.min() for k, v in t_to.items()}
-        return super().update(denoiser, x, top, low, condition=condition, generator=generator, carry=carry)
+    def update(self, denoiser, x, times, *, condition, generator, carry):
+        top = {k: v.max() for k, v in times.t_from.items()}
+        low = {k: v.min() for k, v in times.t_to.items()}
+        return super().update(
+            denoiser,
+            x,
+            StepTimes.between(denoiser.schedules, x, top, low),
+            condition=condition,
+            generator=generator,
+            carry=carry,
+        )
 
 
 @attrs.frozen
 class Biased(DDIM):
-    def update(self, denoiser, x, t_from, t_to, *, condition, generator, carry):
-        out = super().update(denoiser, x, t_from, t_to, condition=condition, generator=generator, carry=carry)
-        return Step({k: v * 1.05 for k, v in out.x.items()}, out.denoised)
+    def update(self, denoiser, x, times, *, condition, generator, carry):
+        out = super().update(denoiser, x, times, condition=condition, generator=generator, carry=carry)
+        return Step({k: v * 1.05 for k, v in out.x.items()}, out.predictions)
 
 
 def test_sampler_contracts_catch_state_ignored_time_and_bias():

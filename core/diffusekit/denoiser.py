@@ -27,7 +27,9 @@ class DenoiserLike(Protocol):
 
     schedules: Mapping[str, Schedule]
 
-    def __call__(self, x: Parts, t: PartTimes, condition: Condition | None = None) -> dict[str, Any]: ...
+    def __call__(
+        self, x: Parts, t: PartTimes, condition: Condition | None = None, coef: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]: ...
 
 
 @attrs.frozen(eq=False)
@@ -54,14 +56,15 @@ class Denoiser:
     def parts(self) -> tuple[str, ...]:
         return tuple(self.schedules)
 
-    def prepare(self, x: Parts, t: PartTimes) -> dict[str, Prepared]:
-        unknown = set(x) - set(self.schedules)
-        if unknown or len(x) != len(self.schedules):
+    def prepare(self, x: Parts, t: PartTimes, coef: Mapping[str, Any] | None = None) -> dict[str, Prepared]:
+        if len(x) != len(self.schedules) or any(p not in self.schedules for p in x):
             raise ShapeError(f"the state has parts {sorted(x)}; this denoiser expects {sorted(self.schedules)}")
-        return {p: self.parameterizations[p].prepare(self.schedules[p], x[p], t[p]) for p in x}
+        if coef is None:
+            return {p: self.parameterizations[p].prepare(self.schedules[p], x[p], t[p]) for p in x}
+        return {p: self.parameterizations[p].prepare(self.schedules[p], x[p], t[p], coef[p]) for p in x}
 
     def run_network(self, prepared: Mapping[str, Prepared], condition: Condition | None) -> dict[str, Tensor]:
-        if list(prepared) == [DEFAULT_PART]:
+        if len(prepared) == 1 and DEFAULT_PART in prepared:
             p = prepared[DEFAULT_PART]
             return {DEFAULT_PART: self.network(p.x_in, p.noise_level, condition)}
         out = self.network(
@@ -71,11 +74,20 @@ class Denoiser:
         )
         return dict(out)
 
-    def __call__(self, x: State, t: Time, condition: Condition | None = None) -> Any:
-        """One prediction per part (a bare prediction if ``x`` is a bare tensor)."""
-        parts = as_parts(x)
-        times = part_times(t, parts, device=next(iter(parts.values())).device)
-        prepared = self.prepare(parts, times)
+    def __call__(
+        self, x: State, t: Time, condition: Condition | None = None, coef: Mapping[str, Any] | None = None
+    ) -> Any:
+        """One prediction per part (a bare prediction if ``x`` is a bare tensor).
+
+        ``coef`` (per part) are the schedules' coefficients at ``t`` when the caller has
+        them already, as samplers do; otherwise they are computed.
+        """
+        if isinstance(x, dict) and isinstance(t, dict):  # the samplers' form: no normalising
+            parts, times = x, t
+        else:
+            parts = as_parts(x)
+            times = part_times(t, parts, device=next(iter(parts.values())).device)
+        prepared = self.prepare(parts, times, coef)
         raw = self.run_network(prepared, condition)
         out = {p: self.parameterizations[p].output(raw[p], prepared[p]) for p in parts}
         return out[DEFAULT_PART] if isinstance(x, Tensor) else out

@@ -9,18 +9,16 @@ no state, safe to share.
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
-import attrs
 import torch
 from torch import Tensor
 
 from diffusekit.prediction import Prediction, from_x0_eps
-from diffusekit.schedule import Corrupted, GaussianCoefficients, GaussianSchedule, Schedule
+from diffusekit.schedule import Coefficients, Corrupted, GaussianCoefficients, GaussianSchedule, Schedule
 
 
-@attrs.frozen(eq=False)
-class Prepared:
+class Prepared(NamedTuple):
     """Network inputs for one part, plus what :meth:`Parameterization.output` needs."""
 
     x_in: Tensor
@@ -36,8 +34,12 @@ class Parameterization(abc.ABC):
     """The schedule family this parameterization works with."""
 
     @abc.abstractmethod
-    def prepare(self, schedule: Schedule, x: Tensor, t: Tensor) -> Prepared:
-        """Network inputs for part ``x`` at time ``t`` (``t`` not yet aligned with ``x``)."""
+    def prepare(self, schedule: Schedule, x: Tensor, t: Tensor, coef: Coefficients | None = None) -> Prepared:
+        """Network inputs for part ``x`` at time ``t`` (``t`` not yet aligned with ``x``).
+
+        ``coef`` are the schedule's coefficients at ``t`` when the caller already has
+        them (aligned with ``x``, or floats); otherwise they are computed.
+        """
 
     @abc.abstractmethod
     def output(self, raw: Tensor, prepared: Prepared) -> Any:
@@ -64,6 +66,7 @@ class GaussianParameterization(Parameterization):
         return x
 
     def noise_level(self, t: Tensor, c: GaussianCoefficients) -> Tensor:
+        """What the network is told about the noise: the time ``t`` itself, in its own shape."""
         return t
 
     def output_value(self, raw: Tensor, x: Tensor, c: GaussianCoefficients) -> Tensor:
@@ -72,12 +75,12 @@ class GaussianParameterization(Parameterization):
     def target(self, x0: Tensor, eps: Tensor, x: Tensor, c: GaussianCoefficients) -> Tensor:
         return from_x0_eps(self.prediction, x0, eps, c)
 
-    def prepare(self, schedule: Schedule, x: Tensor, t: Tensor) -> Prepared:
-        if not isinstance(schedule, GaussianSchedule):
-            raise TypeError(f"{type(self).__name__} needs a Gaussian schedule, got {type(schedule).__name__}")
-        c_raw = schedule.coefficients(t)
-        c = c_raw.align(x)
-        return Prepared(self.network_input(x, c), self.noise_level(t, c_raw), x, c)
+    def prepare(self, schedule: Schedule, x: Tensor, t: Tensor, coef: Coefficients | None = None) -> Prepared:
+        if coef is None:
+            if not isinstance(schedule, GaussianSchedule):
+                raise TypeError(f"{type(self).__name__} needs a Gaussian schedule, got {type(schedule).__name__}")
+            coef = schedule.coefficients(t).align(x)
+        return Prepared(self.network_input(x, coef), self.noise_level(t, coef), x, coef)
 
     def output(self, raw: Tensor, prepared: Prepared) -> Prediction:
         c = prepared.context

@@ -20,42 +20,73 @@ from __future__ import annotations
 from typing import Literal
 
 import attrs
+import torch
 from torch import Tensor
 
+from diffusekit import numeric
+from diffusekit.numeric import Scalar
 from diffusekit.schedule import GaussianCoefficients
 
 PredictionKind = Literal["x0", "eps", "v", "score", "velocity"]
 PREDICTION_KINDS: tuple[str, ...] = ("x0", "eps", "v", "score", "velocity")
 
 
+def affine(kind: str, c: GaussianCoefficients) -> tuple[tuple[Scalar, Scalar], tuple[Scalar, Scalar]]:
+    r"""Weights :math:`((a, b), (d, e))` with :math:`\hat x_0 = a x + b\,p` and :math:`\hat\varepsilon = d x + e\,p`
+    for a prediction :math:`p` of ``kind`` at noisy input :math:`x` (the inverse of the 2×2 system
+    :math:`x = \alpha x_0 + \sigma\varepsilon`, :math:`p = f(x_0, \varepsilon)`).
+    """
+    alpha, sigma = c.alpha, c.sigma
+    if kind == "x0":
+        return (0.0, 1.0), (numeric.div(1.0, sigma), numeric.div(-alpha, sigma))
+    if kind == "eps":
+        return (numeric.div(1.0, alpha), numeric.div(-sigma, alpha)), (0.0, 1.0)
+    if kind == "v":
+        n = alpha * alpha + sigma * sigma
+        return (alpha / n, -sigma / n), (sigma / n, alpha / n)
+    if kind == "score":
+        return (numeric.div(1.0, alpha), numeric.div(sigma * sigma, alpha)), (0.0, -sigma)
+    if kind == "velocity":
+        det = alpha * c.d_sigma - sigma * c.d_alpha
+        return (numeric.div(c.d_sigma, det), numeric.div(-sigma, det)), (
+            numeric.div(-c.d_alpha, det),
+            numeric.div(alpha, det),
+        )
+    raise ValueError(f"unknown prediction kind {kind!r}; expected one of {PREDICTION_KINDS}")
+
+
+def _scale(w: Scalar, a: Scalar) -> Scalar:
+    """``w * a``, but 0 wherever the weight is 0 (also when ``a`` is infinite there)."""
+    if isinstance(w, float) or isinstance(w, int):
+        return 0.0 if w == 0 else w * a
+    return torch.where(w == 0, torch.zeros_like(w), w * a)
+
+
+def combine(a: Scalar, x: Tensor, b: Scalar, y: Tensor) -> Tensor:
+    """``a * x + b * y`` in at most two tensor operations (skipping zero float weights)."""
+    if isinstance(a, float) and isinstance(b, float):
+        if b == 0.0:
+            return x * a
+        if a == 0.0:
+            return y * b
+        return torch.add(x * a, y, alpha=b)
+    return a * x + b * y
+
+
 def to_x0(kind: str, value: Tensor, x: Tensor, c: GaussianCoefficients) -> Tensor:
     r""":math:`\hat x_0` from a prediction of ``kind``."""
     if kind == "x0":
         return value
-    if kind == "eps":
-        return (x - c.sigma * value) / c.alpha
-    if kind == "v":
-        return (c.alpha * x - c.sigma * value) / (c.alpha**2 + c.sigma**2)
-    if kind == "score":
-        return (x + c.sigma**2 * value) / c.alpha
-    if kind == "velocity":
-        return (c.d_sigma * x - c.sigma * value) / (c.alpha * c.d_sigma - c.sigma * c.d_alpha)
-    raise ValueError(f"unknown prediction kind {kind!r}; expected one of {PREDICTION_KINDS}")
+    (a, b), _ = affine(kind, c)
+    return combine(a, x, b, value)
 
 
 def to_eps(kind: str, value: Tensor, x: Tensor, c: GaussianCoefficients) -> Tensor:
     r""":math:`\hat\varepsilon` from a prediction of ``kind``."""
     if kind == "eps":
         return value
-    if kind == "x0":
-        return (x - c.alpha * value) / c.sigma
-    if kind == "v":
-        return (c.sigma * x + c.alpha * value) / (c.alpha**2 + c.sigma**2)
-    if kind == "score":
-        return -c.sigma * value
-    if kind == "velocity":
-        return (c.alpha * value - c.d_alpha * x) / (c.alpha * c.d_sigma - c.sigma * c.d_alpha)
-    raise ValueError(f"unknown prediction kind {kind!r}; expected one of {PREDICTION_KINDS}")
+    _, (d, e) = affine(kind, c)
+    return combine(d, x, e, value)
 
 
 def from_x0_eps(kind: str, x0: Tensor, eps: Tensor, c: GaussianCoefficients) -> Tensor:
@@ -84,7 +115,7 @@ def convert(kind: str, value: Tensor, target: str, x: Tensor, c: GaussianCoeffic
     return from_x0_eps(target, to_x0(kind, value, x, c), to_eps(kind, value, x, c), c)
 
 
-@attrs.frozen(eq=False)
+@attrs.define(eq=False)
 class Prediction:
     """A denoiser's output for one Gaussian part: ``value`` is of ``kind`` at noisy input ``x``.
 
@@ -119,6 +150,28 @@ class Prediction:
     @property
     def velocity(self) -> Tensor:
         return self.as_kind("velocity")
+
+    def mix(self, w_x0: Scalar, w_eps: Scalar, w_x: Scalar = 0.0) -> Tensor:
+        r""":math:`w_x x + w_{x_0}\hat x_0 + w_\varepsilon\hat\varepsilon`, with the conversions folded in.
+
+        Every Gaussian sampler update is such a combination (plus history and noise
+        terms); with float weights it costs two tensor operations whatever the kind.
+        """
+        c = self.coef
+        weights = c.affine_cache.get(self.kind)
+        if weights is None:  # coefficient records live for a whole plan: convert once per kind
+            weights = c.affine_cache[self.kind] = affine(self.kind, c)
+        (a, b), (d, e) = weights
+        if type(w_x0) is float and type(w_eps) is float and type(a) is float and type(d) is float:
+            cx, cv = w_x, 0.0
+            if w_x0 != 0.0:
+                cx, cv = cx + w_x0 * a, cv + w_x0 * b
+            if w_eps != 0.0:
+                cx, cv = cx + w_eps * d, cv + w_eps * e
+        else:
+            cx = w_x + _scale(w_x0, a) + _scale(w_eps, d)
+            cv = _scale(w_x0, b) + _scale(w_eps, e)
+        return combine(cx, self.x, cv, self.value)
 
     def with_value(self, value: Tensor) -> Prediction:
         """The same prediction (kind, input, coefficients) with another value."""

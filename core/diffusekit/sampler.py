@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import attrs
 import torch
@@ -26,7 +26,7 @@ from torch import Tensor
 from diffusekit.condition import Condition
 from diffusekit.denoiser import DenoiserLike
 from diffusekit.errors import ShapeError
-from diffusekit.schedule import Schedule
+from diffusekit.schedule import Coefficients, Schedule
 from diffusekit.state import (
     Parts,
     PartTimes,
@@ -85,6 +85,23 @@ class TimePlan:
             entries.append({**entry, part: held})
         return TimePlan(tuple(entries))
 
+    def coefficients(self, schedules: Mapping[str, Schedule], like: Parts) -> list[dict[str, Coefficients]]:
+        """Every entry's schedule coefficients, computed once for the whole plan.
+
+        Scalar times give records of Python floats (one vectorised schedule call per
+        part); per-element times give tensors aligned with the part in ``like``.
+        """
+        out: list[dict[str, Coefficients]] = [{} for _ in self.entries]
+        for name, schedule in schedules.items():
+            column = [entry[name] for entry in self.entries]
+            if all(t.ndim == 0 for t in column):
+                rows = schedule.coefficients(torch.stack(column).to(torch.float64)).unbind()
+            else:
+                rows = [schedule.coefficients(t).align(like[name]) for t in column]
+            for record, row in zip(out, rows, strict=True):
+                record[name] = row
+        return out
+
     def __len__(self) -> int:
         return len(self.entries)
 
@@ -96,15 +113,77 @@ class TimePlan:
         return len(self.entries) - 1
 
 
-@attrs.frozen(eq=False)
-class Step:
-    """The result of one sampler step."""
+class StepTimes(NamedTuple):
+    """What one step knows about its times: per part the times, the schedule coefficients
+    at both ends (see :meth:`TimePlan.coefficients`), which elements stay where they
+    are, and the step's position in its plan. (A named tuple: one is made per step.)"""
+
+    t_from: PartTimes
+    t_to: PartTimes
+    c_from: dict[str, Any]
+    c_to: dict[str, Any]
+    fixed: dict[str, bool | Tensor]
+    """Per part: ``False`` (every element moves), ``True`` (none does) or a mask aligned with the part."""
+    index: int = 0
+    steps: int = 1
+
+    @classmethod
+    def between(cls, schedules: Mapping[str, Schedule], x: Parts, t_from: PartTimes, t_to: PartTimes) -> StepTimes:
+        """The times of a single step from ``t_from`` to ``t_to``."""
+        c_from, c_to = TimePlan((t_from, t_to)).coefficients(schedules, x)
+        return cls(t_from, t_to, c_from, c_to, _fixed(x, t_from, t_to))
+
+
+def coefficients_at(schedule: Schedule, t: Tensor, like: Coefficients, x: Tensor) -> Coefficients:
+    """The schedule's coefficients at a time computed during a step (a midpoint, a churned
+    level), in the same form as ``like``: floats for a scalar time, else aligned with ``x``."""
+    c = schedule.coefficients(t)
+    return c.item() if isinstance(like._values()[0], float) else c.align(x)
+
+
+def _plan_fixed(plan: TimePlan, x: Parts) -> list[dict[str, bool | Tensor]]:
+    """:func:`_fixed` for every step of a plan; one comparison per part for scalar times."""
+    out: list[dict[str, bool | Tensor]] = [{} for _ in range(plan.steps)]
+    for name in x:
+        column = [entry[name] for entry in plan.entries]
+        if all(t.ndim == 0 for t in column):
+            stacked = torch.stack(column)
+            flags = (stacked[1:] == stacked[:-1]).tolist()
+        else:
+            flags = [_fixed({name: x[name]}, plan[i], plan[i + 1])[name] for i in range(plan.steps)]
+        for record, flag in zip(out, flags, strict=True):
+            record[name] = flag
+    return out
+
+
+def _fixed(x: Parts, t_from: PartTimes, t_to: PartTimes) -> dict[str, bool | Tensor]:
+    out: dict[str, bool | Tensor] = {}
+    for name, xp in x.items():
+        same = t_from[name] == t_to[name]
+        if same.ndim == 0:
+            out[name] = bool(same)
+        elif bool(same.all()):
+            out[name] = True
+        elif not bool(same.any()):
+            out[name] = False
+        else:
+            out[name] = align_time(same, xp)
+    return out
+
+
+class Step(NamedTuple):
+    """The result of one sampler step (a named tuple: one is made per step)."""
 
     x: Parts
-    denoised: dict[str, Tensor]
-    """The clean-data estimate of each part from the step's first evaluation."""
+    predictions: dict[str, Any]
+    """The denoiser's predictions of the step's first evaluation (at ``t_from``)."""
     carry: Any = None
     """History for multistep methods, handed back on the next step; ``None`` for one-step methods."""
+
+    @property
+    def denoised(self) -> dict[str, Tensor]:
+        """The clean-data estimate of each part (computed on demand)."""
+        return {name: p.x0 for name, p in self.predictions.items()}
 
 
 Callback = Callable[[dict[str, Any]], None]
@@ -119,20 +198,21 @@ class Sampler(abc.ABC):
     """Whether steps draw fresh noise (then they consume the generator)."""
     evaluations_per_step: ClassVar[int] = 1
     """Network evaluations (NFE) per step."""
+    order: ClassVar[int] = 1
+    """Order of convergence of the deterministic part (global error O(h^order))."""
 
     @abc.abstractmethod
     def update(
         self,
         denoiser: DenoiserLike,
         x: Parts,
-        t_from: PartTimes,
-        t_to: PartTimes,
+        times: StepTimes,
         *,
         condition: Condition | None,
         generator: torch.Generator | None,
         carry: Any,
     ) -> Step:
-        """The step itself; :meth:`step` wraps it and restores elements whose time does not change."""
+        """The step itself; :meth:`step` and :meth:`sample` restore elements whose time does not change."""
 
     def step(
         self,
@@ -145,9 +225,16 @@ class Sampler(abc.ABC):
         generator: torch.Generator | None = None,
         carry: Any = None,
     ) -> Step:
-        """Move ``x`` from ``t_from`` to ``t_to`` (per part, per element)."""
-        out = self.update(denoiser, x, t_from, t_to, condition=condition, generator=generator, carry=carry)
-        return attrs.evolve(out, x={p: keep_unchanged(out.x[p], x[p], t_from[p], t_to[p]) for p in x})
+        """Move ``x`` from ``t_from`` to ``t_to`` (per part, per element); for driving a sampler by hand."""
+        times = StepTimes.between(denoiser.schedules, x, t_from, t_to)
+        return self._advance(denoiser, x, times, condition, generator, carry)
+
+    def _advance(self, denoiser, x, times, condition, generator, carry) -> Step:
+        out = self.update(denoiser, x, times, condition=condition, generator=generator, carry=carry)
+        if not any(fixed is not False for fixed in times.fixed.values()):
+            return out
+        moved = {name: hold_fixed(value, x[name], times.fixed[name]) for name, value in out.x.items()}
+        return Step(moved, out.predictions, out.carry)
 
     def check_supports(self, schedules: Mapping[str, Schedule]) -> None:
         for name, schedule in schedules.items():
@@ -176,7 +263,8 @@ class Sampler(abc.ABC):
         ``x`` is the starting state or its shape (then it is drawn from each part's
         prior at the plan's first time). ``guidance`` wraps the denoiser
         (:meth:`diffusekit.guidance.Guidance.wrap`). ``callback`` receives
-        ``{"i", "t", "x", "denoised"}`` after every step.
+        ``{"i", "t", "x", "denoised"}`` after every step. The schedule coefficients of
+        every plan entry are computed once, before the first step.
         """
         if guidance is not None:
             denoiser = guidance.wrap(denoiser)
@@ -195,6 +283,8 @@ class Sampler(abc.ABC):
             }
         if set(parts) != set(schedules):
             raise ShapeError(f"the state has parts {sorted(parts)}; the denoiser expects {sorted(schedules)}")
+        coefficients = plan.coefficients(schedules, parts)
+        fixed = _plan_fixed(plan, parts)
         indices = range(plan.steps)
         if progress:
             from tqdm.auto import tqdm
@@ -203,12 +293,11 @@ class Sampler(abc.ABC):
         carry = None
         with torch.no_grad():
             for i in indices:
-                out = self.step(
-                    denoiser, parts, plan[i], plan[i + 1], condition=condition, generator=generator, carry=carry
-                )
+                times = StepTimes(plan[i], plan[i + 1], coefficients[i], coefficients[i + 1], fixed[i], i, plan.steps)
+                out = self._advance(denoiser, parts, times, condition, generator, carry)
                 parts, carry = out.x, out.carry
                 if callback is not None:
-                    callback({"i": i, "t": plan[i + 1], "x": parts, "denoised": out.denoised})
+                    callback({"i": i, "t": plan[i + 1], "x": parts, "denoised": out.denoised, "step": out})
         return restore(parts, x)
 
 
@@ -219,11 +308,10 @@ def _is_state(x: object) -> bool:
     return isinstance(x, Mapping) and bool(x) and all(isinstance(v, Tensor) for v in x.values())
 
 
-def keep_unchanged(new: Tensor, old: Tensor, t_from: Tensor, t_to: Tensor) -> Tensor:
-    """``old`` wherever the time does not change, ``new`` elsewhere."""
-    same = t_from == t_to
-    if same.ndim == 0:
-        return old if bool(same) else new
-    if not bool(same.any()):
+def hold_fixed(new: Tensor, old: Tensor, fixed: bool | Tensor) -> Tensor:
+    """``old`` where the time does not change (``fixed``: a bool or a mask), ``new`` elsewhere."""
+    if fixed is False:
         return new
-    return torch.where(align_time(same, old), old, new)
+    if fixed is True:
+        return old
+    return torch.where(fixed, old, new)

@@ -19,13 +19,17 @@ Two families share this interface:
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import attrs
 import torch
 from torch import Tensor
 
+from diffusekit import numeric
+from diffusekit.numeric import Scalar
 from diffusekit.state import align_time
+
+C = TypeVar("C", bound="Coefficients")
 
 
 @attrs.frozen(eq=False)
@@ -41,6 +45,10 @@ class Schedule(abc.ABC):
 
     kind: ClassVar[str]
     """Family of the schedule (``"gaussian"``, ``"categorical"``); samplers declare which they support."""
+
+    @abc.abstractmethod
+    def coefficients(self, t: Tensor) -> Coefficients:
+        """The schedule's coefficients at ``t`` (same shape as ``t``)."""
 
     @abc.abstractmethod
     def corrupt(self, x0: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Corrupted:
@@ -59,34 +67,57 @@ class Schedule(abc.ABC):
         """A sample of the distribution sampling starts from, at time ``t`` (normally 1)."""
 
 
-@attrs.frozen(eq=False)
-class GaussianCoefficients:
-    r"""The coefficients of a Gaussian schedule at some times, all of the same shape.
+class Coefficients:
+    """Base of a schedule's coefficients at some times.
 
-    :math:`\alpha_t, \sigma_t`, their time derivatives :math:`\dot\alpha_t, \dot\sigma_t`
-    and the log-SNR :math:`\lambda_t = 2\log(\alpha_t/\sigma_t)`.
+    Every field is a Python float (the times of a plan entry are scalars; computed once
+    per plan) or a tensor (per-element times). The methods act on all fields alike.
     """
 
-    alpha: Tensor
-    sigma: Tensor
-    d_alpha: Tensor
-    d_sigma: Tensor
-    log_snr: Tensor
+    def _values(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in attrs.fields(type(self)) if f.init)
+
+    def map_tensors(self: C, fn) -> C:
+        """The same record with ``fn`` applied to its tensor fields (floats are kept)."""
+        return type(self)(*(fn(v) if isinstance(v, Tensor) else v for v in self._values()))
+
+    def align(self: C, x: Tensor) -> C:
+        """Reshaped to broadcast against ``x`` (see :func:`~diffusekit.state.align_time`), in its dtype."""
+        return self.map_tensors(lambda v: align_time(v, x).to(x.dtype))
+
+    def take(self: C, index: slice) -> C:
+        """Rows ``index`` of fields with a batch dimension; broadcast fields and floats unchanged."""
+        return self.map_tensors(lambda v: v[index] if v.ndim and v.shape[0] != 1 else v)
+
+    def item(self: C) -> C:
+        """The record of a single (0-d) time as Python floats."""
+        return type(self)(*(float(v) for v in self._values()))
+
+    def unbind(self: C) -> list[C]:
+        """Records of Python floats, one per entry of 1-D fields (coefficients of stacked scalar times)."""
+        columns = [v.tolist() for v in self._values()]
+        return [type(self)(*row) for row in zip(*columns, strict=True)]
+
+
+@attrs.frozen(eq=False)
+class GaussianCoefficients(Coefficients):
+    r"""The coefficients of a Gaussian schedule: :math:`\alpha_t, \sigma_t`, their time
+    derivatives :math:`\dot\alpha_t, \dot\sigma_t` and the log-SNR
+    :math:`\lambda_t = 2\log(\alpha_t/\sigma_t)`, as floats or same-shaped tensors.
+    """
+
+    alpha: Scalar
+    sigma: Scalar
+    d_alpha: Scalar
+    d_sigma: Scalar
+    log_snr: Scalar
+    affine_cache: dict = attrs.field(factory=dict, init=False, repr=False)
+    """Conversion weights per prediction kind (:func:`diffusekit.prediction.affine`), filled on first use."""
 
     @property
-    def sigma_tilde(self) -> Tensor:
+    def sigma_tilde(self) -> Scalar:
         r"""The EDM noise level :math:`\tilde\sigma_t = \sigma_t/\alpha_t = e^{-\lambda_t/2}` (Karras et al., 2022)."""
-        return torch.exp(-0.5 * self.log_snr)
-
-    def align(self, x: Tensor) -> GaussianCoefficients:
-        """The same coefficients reshaped to broadcast against ``x`` and cast to its dtype."""
-        return GaussianCoefficients(*(align_time(c, x).to(x.dtype) for c in attrs.astuple(self, recurse=False)))
-
-    def take(self, index: slice) -> GaussianCoefficients:
-        """Rows ``index`` of coefficients that carry a batch dimension; broadcast ones unchanged."""
-        return GaussianCoefficients(
-            *(c[index] if c.ndim and c.shape[0] != 1 else c for c in attrs.astuple(self, recurse=False))
-        )
+        return numeric.exp(-0.5 * self.log_snr)
 
 
 class GaussianSchedule(Schedule):
@@ -148,3 +179,13 @@ class CategoricalSchedule(Schedule):
     @abc.abstractmethod
     def keep_probability(self, t: Tensor) -> Tensor:
         """:math:`\\alpha_t`, same shape as ``t``."""
+
+    def coefficients(self, t: Tensor) -> CategoricalCoefficients:
+        return CategoricalCoefficients(self.keep_probability(t))
+
+
+@attrs.frozen(eq=False)
+class CategoricalCoefficients(Coefficients):
+    """The coefficients of a categorical schedule: the keep-probability :math:`\\alpha_t`."""
+
+    keep_probability: Scalar

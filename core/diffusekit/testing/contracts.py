@@ -258,6 +258,8 @@ def _grid(steps: int) -> TimeGrid:
 
 def gaussian_sampler_contracts(sampler: Sampler) -> dict[str, tuple[str, Callable[[], None]]]:
     stochastic = bool(sampler.stochastic)
+    # an adaptive solver's step sizes depend on the whole batch: agreement only to its tolerance
+    exact = 1e-9 if not getattr(sampler, "adaptive", False) else 1e-4
 
     def run(den: Any, x: Any, steps: int, seed: int = 0) -> Any:
         return sampler.sample(den, x, _grid(steps), generator=_g(seed), dtype=F64)
@@ -306,7 +308,11 @@ def gaussian_sampler_contracts(sampler: Sampler) -> dict[str, tuple[str, Callabl
         for i in range(batch):
             row = sampler.step(den, {"x": x["x"][i : i + 1]}, {"x": t_from[i]}, {"x": t_to[i]}).x["x"]
             _close(
-                out[i : i + 1], row, f"row {i} stepped within a batch of distinct times vs alone", rtol=1e-9, atol=1e-9
+                out[i : i + 1],
+                row,
+                f"row {i} stepped within a batch of distinct times vs alone",
+                rtol=exact,
+                atol=exact,
             )
 
     def multi_part() -> None:
@@ -323,7 +329,7 @@ def gaussian_sampler_contracts(sampler: Sampler) -> dict[str, tuple[str, Callabl
         assert all(bool(torch.isfinite(v).all()) for v in out.values()), "non-finite samples"
         if not stochastic:
             alone = run(OracleDenoiser.single(mix_a, sched), x["a"], 10)
-            _close(out["a"], alone, "a part sampled jointly vs alone (independent parts)", rtol=1e-10, atol=1e-10)
+            _close(out["a"], alone, "a part sampled jointly vs alone (independent parts)", rtol=exact, atol=exact)
 
     def reproduces_target() -> None:
         den = _oracle(seed=11)

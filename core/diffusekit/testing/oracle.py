@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import torch
@@ -74,6 +75,7 @@ class GaussianMixture:
     def posterior_mean(self, x: Tensor, alpha: Tensor, sigma: Tensor, labels: Tensor | None = None) -> Tensor:
         """:math:`E[x_0 \\mid x_t = x]`; ``alpha``, ``sigma`` broadcast against ``x``; ``labels`` (-1 = any) restrict the component."""
         dtype = x.dtype
+        alpha, sigma = (torch.as_tensor(v, dtype=torch.float64, device=x.device) for v in (alpha, sigma))
         x, alpha, sigma = (v.to(torch.float64) for v in torch.broadcast_tensors(x, alpha, sigma))
         mu, s2 = self.means[None], (self.stds**2)[None]
         a, sg = alpha[:, None], sigma[:, None]
@@ -107,13 +109,15 @@ class OracleDenoiser:
     def single(cls, mixture: GaussianMixture, schedule: GaussianSchedule) -> OracleDenoiser:
         return cls({DEFAULT_PART: mixture}, {DEFAULT_PART: schedule})
 
-    def __call__(self, x: State, t: Time, condition: Condition | None = None) -> dict[str, Prediction] | Prediction:
+    def __call__(
+        self, x: State, t: Time, condition: Condition | None = None, coef: Mapping[str, Any] | None = None
+    ) -> dict[str, Prediction] | Prediction:
         parts: Parts = as_parts(x)
         times: PartTimes = part_times(t, parts, device=next(iter(parts.values())).device)
         labels = condition.labels if isinstance(condition, ClassLabel) else None
         out = {}
         for name, xp in parts.items():
-            c = self.schedules[name].coefficients(times[name]).align(xp)
+            c = coef[name] if coef is not None else self.schedules[name].coefficients(times[name]).align(xp)
             x0 = self.mixtures[name].posterior_mean(xp, c.alpha, c.sigma, labels)
             out[name] = Prediction("x0", x0, xp, c)
         return out[DEFAULT_PART] if isinstance(x, Tensor) else out

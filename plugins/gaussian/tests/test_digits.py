@@ -1,14 +1,13 @@
 """The digits method: shipped weights exist, are small, and give recognisable, varied digits."""
 
+import diffusekit as dk
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
-from sklearn.linear_model import LogisticRegression
-
-import diffusekit as dk
 from diffusekit.checkpoint import load_checkpoint
 from diffusekit_gaussian.digits import DigitsMethod
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import torch
@@ -25,13 +26,20 @@ class GuidedDenoiser:
     def schedules(self) -> Mapping:
         return self.inner.schedules
 
-    def __call__(self, x: Parts, t: PartTimes, condition: Condition | None = None) -> dict[str, Prediction]:
+    def __call__(
+        self, x: Parts, t: PartTimes, condition: Condition | None = None, coef: Mapping[str, Any] | None = None
+    ) -> dict[str, Prediction]:
         if condition is None or self.scale == 1.0:
-            return self.inner(x, t, condition)
+            return self.inner(x, t, condition, coef)
         n = batch_size(x)
+
+        def twice(v: torch.Tensor) -> torch.Tensor:
+            return torch.cat([v, v]) if v.ndim and v.shape[0] == n else v
+
         x2 = {p: torch.cat([v, v]) for p, v in x.items()}
-        t2 = {p: torch.cat([v, v]) if v.ndim and v.shape[0] == n else v for p, v in t.items()}
-        both = self.inner(x2, t2, condition.cat(condition.null_like()))
+        t2 = {p: twice(v) for p, v in t.items()}
+        coef2 = None if coef is None else {p: c.map_tensors(twice) for p, c in coef.items()}
+        both = self.inner(x2, t2, condition.cat(condition.null_like()), coef2)
         out = {}
         for p, pred in both.items():
             cond, uncond = pred.take(slice(0, n)), pred.take(slice(n, 2 * n))

@@ -12,7 +12,8 @@ from typing import ClassVar
 import attrs
 import torch
 from attrs import validators as v
-from diffusekit import GaussianCoefficients, GaussianParameterization
+from diffusekit import GaussianCoefficients, GaussianParameterization, numeric
+from diffusekit.numeric import Scalar
 from torch import Tensor
 
 
@@ -60,17 +61,19 @@ class EDMPreconditioning(GaussianParameterization):
     prediction: ClassVar[str] = "x0"
     sigma_data: float = attrs.field(default=0.5, validator=v.gt(0.0))
 
-    def _norm(self, c: GaussianCoefficients) -> Tensor:
-        return torch.sqrt(c.sigma**2 + (c.alpha * self.sigma_data) ** 2)
+    def _norm(self, c: GaussianCoefficients) -> Scalar:
+        return numeric.sqrt(c.sigma**2 + (c.alpha * self.sigma_data) ** 2)
 
     def network_input(self, x: Tensor, c: GaussianCoefficients) -> Tensor:
         return x / self._norm(c)
 
     def noise_level(self, t: Tensor, c: GaussianCoefficients) -> Tensor:
-        # 1/4 ln(sigma~) = -lambda/8; clamped so the endpoints (lambda = +-inf) stay finite
-        return -c.log_snr.clamp(-80.0, 80.0) / 8.0
+        # 1/4 ln(sigma~) = -lambda/8, in the shape of t; clamped so the endpoints (lambda = +-inf) stay finite
+        if isinstance(c.log_snr, Tensor):
+            return (-c.log_snr.clamp(-80.0, 80.0) / 8.0).reshape(t.shape).to(t.dtype)
+        return torch.full_like(t, -min(max(c.log_snr, -80.0), 80.0) / 8.0)
 
-    def _skip_out(self, c: GaussianCoefficients) -> tuple[Tensor, Tensor]:
+    def _skip_out(self, c: GaussianCoefficients) -> tuple[Scalar, Scalar]:
         norm = self._norm(c)
         return self.sigma_data**2 * c.alpha / norm**2, c.sigma * self.sigma_data / norm
 

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from diffusekit import hookimpl
 
-from diffusekit_gaussian import digits, grids, guidance, networks, parameterizations, samplers, schedules
+from diffusekit_gaussian import (
+    adaptive,
+    digits,
+    dpm_solver,
+    flow,
+    grids,
+    guidance,
+    multistep,
+    networks,
+    parameterizations,
+    samplers,
+    schedules,
+    unipc,
+)
 
 
 @hookimpl
@@ -25,9 +38,32 @@ def register_parameterizations(register):
     register(parameterizations.EDMPreconditioning, name="edm_precond")
 
 
+SAMPLERS = {
+    "ddpm": samplers.DDPM,
+    "ddim": samplers.DDIM,
+    "euler": samplers.Euler,
+    "euler_ancestral": samplers.EulerAncestral,
+    "heun": samplers.Heun,
+    "edm_stochastic": samplers.EDMStochastic,
+    "euler_maruyama": samplers.EulerMaruyama,
+    "dpmpp_2m": dpm_solver.DPMSolverPP2M,
+    "dpmpp_3m": dpm_solver.DPMSolverPP3M,
+    "dpmpp_2s": dpm_solver.DPMSolverPP2S,
+    "dpmpp_2m_sde": dpm_solver.DPMSolverPP2MSDE,
+    "unipc": unipc.UniPC,
+    "deis": multistep.DEIS,
+    "ipndm": multistep.IPNDM,
+    "lms": multistep.LMS,
+    "flow_euler": flow.FlowEuler,
+    "flow_heun": flow.FlowHeun,
+    "flow_midpoint": flow.FlowMidpoint,
+    "adaptive": adaptive.AdaptiveODE,
+}
+
+
 @hookimpl
 def register_samplers(register):
-    for name, sampler in samplers.SAMPLERS.items():
+    for name, sampler in SAMPLERS.items():
         register(sampler, name=name)
 
 

@@ -1,54 +1,65 @@
-r"""Samplers for Gaussian parts, written against the schedule's coefficients only.
+r"""One-step samplers for Gaussian parts, written against the schedule's coefficients only.
 
 Every sampler works for every Gaussian schedule and parameterization, on single- and
 multi-part states, with per-element time: the update of each element uses the
 coefficients :math:`(\alpha, \sigma, \lambda)` at that element's own ``t_from`` and
-``t_to``. Notation: step from time t to s < t, :math:`\hat x_0, \hat\varepsilon` the
-denoiser's prediction at :math:`(x_t, t)`, :math:`\tilde\sigma = \sigma/\alpha`.
+``t_to``, computed once per plan (floats when the times are scalars). Notation: a step
+goes from time t to s; :math:`\hat x_0, \hat\varepsilon` is the denoiser's prediction at
+:math:`(x_t, t)`; :math:`\tilde\sigma = \sigma/\alpha = e^{-\lambda/2}` (EDM's noise level).
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import attrs
 import torch
 from attrs import validators as v
-from diffusekit import DenoiserLike, GaussianCoefficients, Sampler, Step, align_time
-from diffusekit.sampler import keep_unchanged
+from diffusekit import GaussianCoefficients, Prediction, Sampler, Step, align_time, numeric
+from diffusekit.numeric import Scalar
+from diffusekit.sampler import StepTimes, coefficients_at, hold_fixed
 from torch import Tensor
 
 
-def coefficients(denoiser: DenoiserLike, part: str, t: Tensor, x: Tensor) -> GaussianCoefficients:
-    """The part's schedule coefficients at ``t``, aligned with ``x``."""
-    return denoiser.schedules[part].coefficients(t).align(x)
+def noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-def ddim_update(
-    x0: Tensor, eps: Tensor, c_t: GaussianCoefficients, c_s: GaussianCoefficients, eta: float, noise: Tensor | None
+def half_log_snr(c: GaussianCoefficients) -> Scalar:
+    r""":math:`\log(\alpha/\sigma)`, the time variable of DPM-Solver and UniPC (Lu et al., 2022)."""
+    return 0.5 * c.log_snr
+
+
+def reaches_data(c: GaussianCoefficients) -> bool:
+    """Whether every element of this part lands on the data (sigma = 0): the last step of a plan."""
+    return bool((c.sigma == 0).all()) if isinstance(c.sigma, Tensor) else c.sigma == 0
+
+
+def ddim(
+    pred: Prediction, c_t: GaussianCoefficients, c_s: GaussianCoefficients, eta: float, noise: Tensor | None
 ) -> Tensor:
     r"""The DDIM update (Song et al., "Denoising Diffusion Implicit Models", 2021, eq. 12).
 
     :math:`x_s = \alpha_s\hat x_0 + \sigma_s\sqrt{1-\eta^2 h}\,\hat\varepsilon + \eta\sigma_s\sqrt{h}\,z`
     with :math:`h = 1 - e^{\lambda_t-\lambda_s}`. For :math:`\eta = 1` this samples the
     DDPM posterior :math:`q(x_s \mid x_t, \hat x_0)`; for :math:`\eta = 0` it is
-    deterministic.
+    deterministic and equals an Euler step of the probability-flow ODE in
+    :math:`(\tilde x, \tilde\sigma)`.
     """
     if eta == 0.0 or noise is None:
-        return c_s.alpha * x0 + c_s.sigma * eps
-    h = -torch.expm1(c_t.log_snr - c_s.log_snr)
-    return c_s.alpha * x0 + c_s.sigma * (torch.sqrt(1.0 - eta * eta * h) * eps + eta * torch.sqrt(h) * noise)
-
-
-def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return pred.mix(c_s.alpha, c_s.sigma)
+    h = -numeric.expm1(c_t.log_snr - c_s.log_snr)
+    return (
+        pred.mix(c_s.alpha, c_s.sigma * numeric.sqrt(1.0 - eta * eta * h)) + (eta * c_s.sigma * numeric.sqrt(h)) * noise
+    )
 
 
 @attrs.frozen
 class DDIM(Sampler):
     r"""DDIM with stochasticity η (Song et al., 2021): η = 0 deterministic, η = 1 is DDPM.
 
-    Order 1, one network evaluation per step. See :func:`ddim_update`.
+    Order 1, one network evaluation per step. See :func:`ddim`.
     """
 
     eta: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.le(1.0)])
@@ -57,15 +68,27 @@ class DDIM(Sampler):
     def stochastic(self) -> bool:  # type: ignore[override]
         return self.eta > 0.0
 
-    def update(self, denoiser, x, t_from, t_to, *, condition, generator, carry) -> Step:
-        pred = denoiser(x, t_from, condition)
-        out, denoised = {}, {}
+    def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
+        pred = denoiser(x, times.t_from, condition, times.c_from)
+        out = {}
         for p, xp in x.items():
-            c_t, c_s = coefficients(denoiser, p, t_from[p], xp), coefficients(denoiser, p, t_to[p], xp)
-            x0, eps = pred[p].x0, pred[p].eps
-            noise = _noise(xp, generator) if self.eta > 0.0 else None
-            out[p], denoised[p] = ddim_update(x0, eps, c_t, c_s, self.eta, noise), x0
-        return Step(out, denoised)
+            noise = noise_like(xp, generator) if self.eta > 0.0 else None
+            out[p] = ddim(pred[p], times.c_from[p], times.c_to[p], self.eta, noise)
+        return Step(out, pred)
+
+
+@attrs.frozen
+class EulerAncestral(DDIM):
+    r"""Euler ancestral (k-diffusion's ``sample_euler_ancestral``), η = 1 by default.
+
+    An Euler step in :math:`\tilde\sigma` down to :math:`\tilde\sigma_{down}` followed by
+    fresh noise :math:`\tilde\sigma_{up}`, with
+    :math:`\tilde\sigma_{up} = \eta\,\tilde\sigma_s\sqrt{1 - \tilde\sigma_s^2/\tilde\sigma_t^2}`,
+    :math:`\tilde\sigma_{down} = \sqrt{\tilde\sigma_s^2 - \tilde\sigma_{up}^2}`. Expanding
+    both gives exactly the DDIM(η) update, which is what runs. Order 1, one evaluation.
+    """
+
+    eta: float = attrs.field(default=1.0, validator=[v.ge(0.0), v.le(1.0)])
 
 
 @attrs.frozen
@@ -81,14 +104,10 @@ class DDPM(Sampler):
 
     stochastic: ClassVar[bool] = True
 
-    def update(self, denoiser, x, t_from, t_to, *, condition, generator, carry) -> Step:
-        pred = denoiser(x, t_from, condition)
-        out, denoised = {}, {}
-        for p, xp in x.items():
-            c_t, c_s = coefficients(denoiser, p, t_from[p], xp), coefficients(denoiser, p, t_to[p], xp)
-            x0 = pred[p].x0
-            out[p], denoised[p] = ddim_update(x0, pred[p].eps, c_t, c_s, 1.0, _noise(xp, generator)), x0
-        return Step(out, denoised)
+    def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
+        pred = denoiser(x, times.t_from, condition, times.c_from)
+        out = {p: ddim(pred[p], times.c_from[p], times.c_to[p], 1.0, noise_like(xp, generator)) for p, xp in x.items()}
+        return Step(out, pred)
 
 
 @attrs.frozen
@@ -101,50 +120,117 @@ class Euler(Sampler):
     the same as k-diffusion's ``sample_euler``. Order 1, one evaluation per step.
     """
 
-    def update(self, denoiser, x, t_from, t_to, *, condition, generator, carry) -> Step:
-        pred = denoiser(x, t_from, condition)
-        out, denoised = {}, {}
-        for p, xp in x.items():
-            c_s = coefficients(denoiser, p, t_to[p], xp)
-            x0 = pred[p].x0
-            out[p], denoised[p] = c_s.alpha * x0 + c_s.sigma * pred[p].eps, x0
-        return Step(out, denoised)
+    def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
+        pred = denoiser(x, times.t_from, condition, times.c_from)
+        return Step({p: pred[p].mix(times.c_to[p].alpha, times.c_to[p].sigma) for p in x}, pred)
+
+
+def heun_step(denoiser, x, pred, t_to, c_from, c_to, fixed, condition) -> dict[str, Tensor]:
+    r"""Heun's trapezoidal step from predictions ``pred`` at ``c_from`` to ``c_to`` (Karras et al., 2022, Alg. 1).
+
+    Euler predictor :math:`\bar x_s = \alpha_s\hat x_0 + \sigma_s\hat\varepsilon_t`, corrector
+    :math:`x_s = \bar x_s + \tfrac{\alpha_s}{2}(\tilde\sigma_s - \tilde\sigma_t)(\hat\varepsilon(\bar x_s, s) - \hat\varepsilon_t)`.
+    The Euler step is kept where :math:`\sigma_s = 0` (EDM's last step) or
+    :math:`\tilde\sigma_t = \infty` (:math:`\alpha_t = 0`: the trapezoid is undefined).
+    """
+    # elements whose time does not change keep their value (at t = 0, eps itself is 0/0)
+    euler = {p: hold_fixed(pred[p].mix(c_to[p].alpha, c_to[p].sigma), xp, fixed[p]) for p, xp in x.items()}
+    if all(reaches_data(c_to[p]) for p in x):
+        return euler
+    pred2 = denoiser(euler, t_to, condition, c_to)
+    out = {}
+    for p in x:
+        ct, cs = c_from[p], c_to[p]
+        k = 0.5 * cs.alpha * (cs.sigma_tilde - ct.sigma_tilde)
+        keep = (
+            (cs.sigma == 0) | ~numeric.isfinite(ct.sigma_tilde)
+            if isinstance(k, Tensor)
+            else (cs.sigma == 0 or not math.isfinite(ct.sigma_tilde))
+        )
+        if keep is True:
+            out[p] = euler[p]
+            continue
+        corrected = euler[p] + pred2[p].mix(0.0, k) - pred[p].mix(0.0, k)
+        out[p] = numeric.select(keep, euler[p], corrected)
+    return out
 
 
 @attrs.frozen
 class Heun(Sampler):
     r"""Heun's 2nd-order method on the probability-flow ODE (Karras et al., 2022, Algorithm 1).
 
-    Euler predictor :math:`\bar x_s = \alpha_s\hat x_0 + \sigma_s\hat\varepsilon_t`, then the
-    trapezoidal corrector
-    :math:`x_s = \bar x_s + \tfrac{\alpha_s}{2}(\tilde\sigma_s - \tilde\sigma_t)(\hat\varepsilon(\bar x_s, s) - \hat\varepsilon_t)`.
-    Where :math:`\sigma_s = 0` (the last step) or :math:`\tilde\sigma_t = \infty`
-    (:math:`\alpha_t = 0`, e.g. rectified flow at t = 1) the Euler step is kept, as in EDM.
-    Order 2, two evaluations per step (one on the last step).
+    See :func:`heun_step`. Order 2, two evaluations per step (one on the last step).
     """
 
     evaluations_per_step: ClassVar[int] = 2
+    order: ClassVar[int] = 2
 
-    def update(self, denoiser, x, t_from, t_to, *, condition, generator, carry) -> Step:
-        pred = denoiser(x, t_from, condition)
-        c_t = {p: coefficients(denoiser, p, t_from[p], xp) for p, xp in x.items()}
-        c_s = {p: coefficients(denoiser, p, t_to[p], xp) for p, xp in x.items()}
-        eps = {p: pred[p].eps for p in x}
-        denoised = {p: pred[p].x0 for p in x}
-        # elements whose time does not change keep their value (at t = 0, eps itself is 0/0)
-        euler = {
-            p: keep_unchanged(c_s[p].alpha * denoised[p] + c_s[p].sigma * eps[p], x[p], t_from[p], t_to[p]) for p in x
-        }
-        if all(bool((c.sigma == 0).all()) for c in c_s.values()):
-            return Step(euler, denoised)
-        pred2 = denoiser(euler, t_to, condition)
-        out = {}
-        for p in x:
-            slope = c_s[p].sigma_tilde - c_t[p].sigma_tilde
-            corrected = euler[p] + 0.5 * c_s[p].alpha * slope * (pred2[p].eps - eps[p])
-            keep = (c_s[p].sigma == 0) | ~torch.isfinite(c_t[p].sigma_tilde)
-            out[p] = torch.where(keep, euler[p], corrected)
-        return Step(out, denoised)
+    def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
+        pred = denoiser(x, times.t_from, condition, times.c_from)
+        out = heun_step(denoiser, x, pred, times.t_to, times.c_from, times.c_to, times.fixed, condition)
+        return Step(out, pred)
+
+
+@attrs.frozen
+class EDMStochastic(Sampler):
+    r"""The EDM stochastic sampler (Karras et al., 2022, Algorithm 2).
+
+    Before each Heun step, noise is added to raise the level from :math:`\tilde\sigma_t`
+    to :math:`\hat\sigma = \tilde\sigma_t(1 + \gamma)`, :math:`\hat x = \tilde x_t + \sqrt{\hat\sigma^2 - \tilde\sigma_t^2}\,S_{noise}\,z`,
+    with :math:`\gamma = \min(S_{churn}/N, \sqrt2 - 1)` where
+    :math:`S_{tmin} \le \tilde\sigma_t \le S_{tmax}` (N = steps in the plan) and 0 elsewhere;
+    with ``s_churn = 0`` it is :class:`Heun`. Defaults are the paper's ImageNet-64 values.
+    Two evaluations per step.
+    """
+
+    s_churn: float = attrs.field(default=40.0, validator=v.ge(0.0))
+    s_tmin: float = attrs.field(default=0.05, validator=v.ge(0.0))
+    s_tmax: float = attrs.field(default=50.0, validator=v.ge(0.0))
+    s_noise: float = attrs.field(default=1.003, validator=v.ge(0.0))
+    evaluations_per_step: ClassVar[int] = 2
+    order: ClassVar[int] = 2
+
+    @property
+    def stochastic(self) -> bool:  # type: ignore[override]
+        return self.s_churn > 0.0
+
+    def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
+        gamma_max = min(self.s_churn / max(times.steps, 1), math.sqrt(2.0) - 1.0)
+        x_hat, t_hat, c_hat = dict(x), dict(times.t_from), dict(times.c_from)
+        for p, xp in x.items():
+            c = times.c_from[p]
+            sig = c.sigma_tilde
+            in_range = (sig >= self.s_tmin) & (sig <= self.s_tmax)
+            gamma = (
+                in_range.to(sig.dtype) * gamma_max if isinstance(in_range, Tensor) else (gamma_max if in_range else 0.0)
+            )
+            if not isinstance(gamma, Tensor) and gamma == 0.0:
+                continue
+            schedule = denoiser.schedules[p]
+            sig_hat = sig * (1.0 + gamma)
+            t_new = time_at_sigma_tilde(schedule, sig_hat, times.t_from[p])
+            c_new = coefficients_at(schedule, t_new, c, xp)
+            extra = self.s_noise * numeric.sqrt(sig_hat * sig_hat - sig * sig)
+            churned = numeric.div(c_new.alpha, c.alpha) * xp + (c_new.alpha * extra) * noise_like(xp, generator)
+            x_hat[p] = numeric.select(gamma > 0, churned, xp)
+            t_hat[p], c_hat[p] = t_new, c_new
+        pred = denoiser(x_hat, t_hat, condition, c_hat)
+        out = heun_step(denoiser, x_hat, pred, times.t_to, c_hat, times.c_to, times.fixed, condition)
+        return Step(out, pred)
+
+
+def time_at_sigma_tilde(schedule, sigma_tilde: Scalar, t_like: Tensor) -> Tensor:
+    r"""The time at which the schedule reaches :math:`\tilde\sigma`, in the shape of ``t_like``."""
+    log_snr = -2.0 * torch.log(torch.as_tensor(sigma_tilde, dtype=torch.float64, device=t_like.device))
+    t = schedule.t_from_log_snr(log_snr)
+    return t.reshape(t_like.shape) if t.numel() == t_like.numel() else t
+
+
+def time_step(times: StepTimes, p: str, like: Tensor) -> Scalar:
+    """``t_from - t_to`` of part ``p``: a float for scalar times, else aligned with ``like``."""
+    if isinstance(times.c_from[p].alpha, float):
+        return float(times.t_from[p]) - float(times.t_to[p])
+    return align_time(times.t_from[p] - times.t_to[p], like).to(like.dtype)
 
 
 @attrs.frozen
@@ -162,29 +248,21 @@ class EulerMaruyama(Sampler):
 
     stochastic: ClassVar[bool] = True
 
-    def update(self, denoiser, x, t_from, t_to, *, condition, generator, carry) -> Step:
-        pred = denoiser(x, t_from, condition)
-        out, denoised = {}, {}
+    def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
+        pred = denoiser(x, times.t_from, condition, times.c_from)
+        out = {}
         for p, xp in x.items():
-            c_t, c_s = coefficients(denoiser, p, t_from[p], xp), coefficients(denoiser, p, t_to[p], xp)
-            x0, eps = pred[p].x0, pred[p].eps
-            dt = align_time(t_from[p] - t_to[p], xp).to(xp.dtype)
-            f = c_t.d_alpha / c_t.alpha
+            c_t, c_s = times.c_from[p], times.c_to[p]
+            noise = noise_like(xp, generator)
+            dt = time_step(times, p, xp)
+            f = numeric.div(c_t.d_alpha, c_t.alpha)
             g2 = 2.0 * c_t.sigma * c_t.d_sigma - 2.0 * f * c_t.sigma**2
-            # g^2 * score = -(2 sigma' - 2 f sigma) eps: no division by sigma
-            drift = f * xp + (2.0 * c_t.d_sigma - 2.0 * f * c_t.sigma) * eps
-            noise = _noise(xp, generator)
-            em = xp - dt * drift + torch.sqrt((g2 * dt).clamp(min=0.0)) * noise
-            ancestral = ddim_update(x0, eps, c_t, c_s, 1.0, noise)
-            step = torch.where(c_t.alpha == 0, ancestral, em)
-            out[p], denoised[p] = torch.where(c_s.sigma == 0, x0, step), x0
-        return Step(out, denoised)
-
-
-SAMPLERS: dict[str, type[Sampler]] = {
-    "ddpm": DDPM,
-    "ddim": DDIM,
-    "euler": Euler,
-    "heun": Heun,
-    "euler_maruyama": EulerMaruyama,
-}
+            # x - dt (f x + (2 sigma' - 2 f sigma) eps): g^2 * score folded in, no division by sigma
+            em = pred[p].mix(0.0, -dt * (2.0 * c_t.d_sigma - 2.0 * f * c_t.sigma), 1.0 - dt * f)
+            em = em + numeric.sqrt(g2 * dt if isinstance(g2, float) else (g2 * dt).clamp(min=0.0)) * noise
+            at_prior = c_t.alpha == 0
+            if at_prior is True or isinstance(at_prior, Tensor):
+                em = numeric.select(at_prior, ddim(pred[p], c_t, c_s, 1.0, noise), em)
+            done = c_s.sigma == 0
+            out[p] = numeric.select(done, pred[p].x0, em) if (done is not False) else em
+        return Step(out, pred)

@@ -1,0 +1,236 @@
+r"""DPM-Solver++ (Lu et al., "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models", 2022).
+
+Exponential integrators of the probability-flow ODE in data-prediction form. With
+:math:`\lambda = \log(\alpha/\sigma)` (half the log-SNR) and :math:`h = \lambda_s - \lambda_t`,
+the exact solution from t to s is
+
+.. math:: x_s = \frac{\sigma_s}{\sigma_t}x_t + \sigma_s\int_{\lambda_t}^{\lambda_s} e^{\lambda}\hat x_0(\lambda)\,d\lambda,
+
+and the solvers differ in how they approximate :math:`\hat x_0(\lambda)` on the step:
+by its value at t (first order: DDIM), by a midpoint evaluation (2S), or by
+extrapolating earlier steps' predictions (2M, 3M). The step that lands on the data
+(:math:`\sigma_s = 0`, :math:`h = \infty`) returns :math:`\hat x_0`, as in the paper and
+k-diffusion. History lives in the step's ``carry``; nothing is stored on the sampler.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import attrs
+import torch
+from attrs import validators as v
+from diffusekit import Sampler, Step, numeric
+from diffusekit.numeric import Scalar
+from diffusekit.sampler import StepTimes, coefficients_at, hold_fixed
+from torch import Tensor
+
+from diffusekit_gaussian.samplers import half_log_snr, noise_like
+
+
+@attrs.frozen(eq=False)
+class History:
+    """Earlier steps' ``(time variable, prediction)`` per part, newest first."""
+
+    entries: tuple[dict[str, tuple[Scalar, Tensor]], ...] = ()
+
+    def push(self, entry: dict[str, tuple[Scalar, Tensor]], keep: int) -> History:
+        return History(((entry,) + self.entries)[:keep])
+
+    def get(self, k: int, part: str) -> tuple[Scalar, Tensor] | None:
+        return self.entries[k][part] if len(self.entries) > k else None
+
+
+def usable(*ratios: Scalar) -> bool | Tensor:
+    """Whether step-size ratios come from real earlier steps (finite and non-zero)."""
+    ok: bool | Tensor = True
+    for r in ratios:
+        ok = ok & (numeric.isfinite(r) & (r != 0)) if isinstance(r, Tensor) else ok & (r != 0 and math.isfinite(r))
+    return ok
+
+
+def weighted(terms: list[tuple[Scalar, Tensor]]) -> Tensor:
+    """``sum(w * t)`` over ``terms``, in place after the first term; zero float weights skipped."""
+    out = None
+    for w, t in terms:
+        if isinstance(w, float) and w == 0.0:
+            continue
+        if out is None:
+            out = t * w
+        elif isinstance(w, float):
+            out = out.add_(t, alpha=w)
+        else:
+            out = out + w * t
+    return out if out is not None else torch.zeros_like(terms[0][1])
+
+
+def land_on_data(c_s, x0: Tensor, result: Tensor) -> Tensor:
+    """``x0`` where the step reaches sigma = 0, ``result`` elsewhere."""
+    return numeric.select(c_s.sigma == 0, x0, result)
+
+
+@attrs.frozen
+class DPMSolverPP2M(Sampler):
+    r"""DPM-Solver++(2M), multistep second order (Lu et al., 2022, Algorithm 2).
+
+    :math:`x_s = \frac{\sigma_s}{\sigma_t}x_t + \alpha_s(1 - e^{-h})D`,
+    :math:`D = (1 + \frac{1}{2r})\hat x_0 - \frac{1}{2r}\hat x_0^{prev}`, :math:`r = h_{prev}/h`;
+    the first step uses :math:`D = \hat x_0`. Order 2, one evaluation per step.
+    """
+
+    order: ClassVar[int] = 2
+
+    def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
+        history = carry or History()
+        pred = denoiser(x, times.t_from, condition, times.c_from)
+        out, entry = {}, {}
+        for p in x:
+            c_t, c_s, pr = times.c_from[p], times.c_to[p], pred[p]
+            lam_t = half_log_snr(c_t)
+            h = half_log_snr(c_s) - lam_t
+            a = c_s.alpha * -numeric.expm1(-h)
+            x0 = pr.x0
+            result = pr.mix(a, 0.0, numeric.div(c_s.sigma, c_t.sigma))
+            prev = history.get(0, p)
+            if prev is not None:
+                r = numeric.div(lam_t - prev[0], h)
+                k = numeric.div(0.5 * a, r)
+                result = numeric.select(usable(r), weighted([(1.0, result), (k, x0), (-k, prev[1])]), result)
+            out[p] = land_on_data(c_s, x0, result)
+            entry[p] = (lam_t, x0)
+        return Step(out, pred, history.push(entry, 1))
+
+
+@attrs.frozen
+class DPMSolverPP3M(Sampler):
+    r"""DPM-Solver++(3M), multistep third order (Lu et al., 2022, Sec. 4; the φ-function form of k-diffusion's 3M).
+
+    With :math:`\varphi_1 = e^{-h} - 1`, :math:`\varphi_2 = \varphi_1/h + 1`, :math:`\varphi_3 = \varphi_2/h - \tfrac12`:
+    :math:`x_s = \frac{\sigma_s}{\sigma_t}x_t + \alpha_s\big(-\varphi_1\hat x_0 + \varphi_2 d_1 - \varphi_3 d_2\big)`,
+    where :math:`d_1, d_2` are the first and second divided differences of the last three
+    predictions in λ (scaled by h). Warm-up: first order, then second. Order 3, one
+    evaluation per step.
+    """
+
+    order: ClassVar[int] = 3
+
+    def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
+        history = carry or History()
+        pred = denoiser(x, times.t_from, condition, times.c_from)
+        out, entry = {}, {}
+        for p in x:
+            c_t, c_s, pr = times.c_from[p], times.c_to[p], pred[p]
+            lam_t = half_log_snr(c_t)
+            h = half_log_snr(c_s) - lam_t
+            phi1 = numeric.expm1(-h)
+            phi2 = numeric.div(phi1, h) + 1.0
+            phi3 = numeric.div(phi2, h) - 0.5
+            x0 = pr.x0
+            result = pr.mix(c_s.alpha * -phi1, 0.0, numeric.div(c_s.sigma, c_t.sigma))
+            first = result
+            prev1, prev2 = history.get(0, p), history.get(1, p)
+            if prev1 is not None:
+                r0 = numeric.div(lam_t - prev1[0], h)
+                w = c_s.alpha * numeric.div(phi2, r0)
+                second = weighted([(1.0, first), (w, x0), (-w, prev1[1])])
+                result = numeric.select(usable(r0), second, first)
+                if prev2 is not None:
+                    r1 = numeric.div(prev1[0] - prev2[0], h)
+                    s = r0 + r1
+                    big_a = phi2 * (1.0 + numeric.div(r0, s)) - numeric.div(phi3, s)
+                    big_b = numeric.div(phi3, s) - phi2 * numeric.div(r0, s)
+                    wa, wb = c_s.alpha * numeric.div(big_a, r0), c_s.alpha * numeric.div(big_b, r1)
+                    third = weighted([(1.0, first), (wa, x0), (wb - wa, prev1[1]), (-wb, prev2[1])])
+                    result = numeric.select(usable(r0, r1), third, result)
+            out[p] = land_on_data(c_s, x0, result)
+            entry[p] = (lam_t, x0)
+        return Step(out, pred, history.push(entry, 2))
+
+
+@attrs.frozen
+class DPMSolverPP2MSDE(Sampler):
+    r"""DPM-Solver++(2M) SDE (Lu et al., 2022, Sec. 5; the midpoint variant of k-diffusion's ``dpmpp_2m_sde``).
+
+    :math:`x_s = \frac{\sigma_s}{\sigma_t}e^{-\eta h}x_t + \alpha_s(1 - e^{-(1+\eta)h})\big(\hat x_0 + \tfrac{1}{2r}(\hat x_0 - \hat x_0^{prev})\big)
+    + \sigma_s\sqrt{1 - e^{-2\eta h}}\,S_{noise}\,z`. With η = 0 it is the ODE solver 2M;
+    η = 1 follows the reverse SDE. Order 2 (weak), one evaluation per step.
+    """
+
+    eta: float = attrs.field(default=1.0, validator=v.ge(0.0))
+    s_noise: float = attrs.field(default=1.0, validator=v.ge(0.0))
+    order: ClassVar[int] = 2
+
+    @property
+    def stochastic(self) -> bool:  # type: ignore[override]
+        return self.eta > 0.0 and self.s_noise > 0.0
+
+    def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
+        history = carry or History()
+        pred = denoiser(x, times.t_from, condition, times.c_from)
+        out, entry = {}, {}
+        for p, xp in x.items():
+            c_t, c_s, pr = times.c_from[p], times.c_to[p], pred[p]
+            lam_t = half_log_snr(c_t)
+            h = half_log_snr(c_s) - lam_t
+            eh = self.eta * h
+            a = c_s.alpha * -numeric.expm1(-h - eh)
+            x0 = pr.x0
+            result = pr.mix(a, 0.0, numeric.div(c_s.sigma, c_t.sigma) * numeric.exp(-eh))
+            prev = history.get(0, p)
+            if prev is not None:
+                r = numeric.div(lam_t - prev[0], h)
+                k = numeric.div(0.5 * a, r)
+                result = numeric.select(usable(r), weighted([(1.0, result), (k, x0), (-k, prev[1])]), result)
+            if self.stochastic:
+                scale = c_s.sigma * numeric.sqrt(-numeric.expm1(-2.0 * eh)) * self.s_noise
+                result = result + scale * noise_like(xp, generator)
+            out[p] = land_on_data(c_s, x0, result)
+            entry[p] = (lam_t, x0)
+        return Step(out, pred, history.push(entry, 1))
+
+
+@attrs.frozen
+class DPMSolverPP2S(Sampler):
+    r"""DPM-Solver++(2S), singlestep second order (Lu et al., 2022, Algorithm 1 with r = 1/2).
+
+    A first-order step to the midpoint :math:`\lambda_m = \lambda_t + h/2`,
+    :math:`u = \frac{\sigma_m}{\sigma_t}x_t + \alpha_m(1 - e^{-h/2})\hat x_0`, then
+    :math:`x_s = \frac{\sigma_s}{\sigma_t}x_t + \alpha_s(1 - e^{-h})\hat x_0(u, m)`. Order 2,
+    two evaluations per step (one on the last).
+    """
+
+    order: ClassVar[int] = 2
+    evaluations_per_step: ClassVar[int] = 2
+
+    def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
+        pred = denoiser(x, times.t_from, condition, times.c_from)
+        if all((times.c_to[p].sigma == 0) is True for p in x):
+            return Step({p: pred[p].x0 for p in x}, pred)
+        u, t_mid, c_mid = {}, {}, {}
+        for p, xp in x.items():
+            c_t, c_s = times.c_from[p], times.c_to[p]
+            lam_t = half_log_snr(c_t)
+            # elements whose time does not change stay at t_from (their midpoint would be inf - inf)
+            lam_m = (
+                numeric.select(times.fixed[p], lam_t, lam_t + 0.5 * (half_log_snr(c_s) - lam_t))
+                if isinstance(times.fixed[p], Tensor)
+                else (lam_t if times.fixed[p] else lam_t + 0.5 * (half_log_snr(c_s) - lam_t))
+            )
+            schedule = denoiser.schedules[p]
+            t_m = schedule.t_from_log_snr(2.0 * torch.as_tensor(lam_m, dtype=torch.float64, device=xp.device))
+            t_mid[p] = t_m.reshape(times.t_from[p].shape) if t_m.numel() == times.t_from[p].numel() else t_m
+            c_mid[p] = coefficients_at(schedule, t_mid[p], c_t, xp)
+            h_half = half_log_snr(c_mid[p]) - half_log_snr(c_t)
+            u[p] = pred[p].mix(c_mid[p].alpha * -numeric.expm1(-h_half), 0.0, numeric.div(c_mid[p].sigma, c_t.sigma))
+            u[p] = hold_fixed(u[p], xp, times.fixed[p])
+        pred_mid = denoiser(u, t_mid, condition, c_mid)
+        out = {}
+        for p, xp in x.items():
+            c_t, c_s = times.c_from[p], times.c_to[p]
+            h = half_log_snr(c_s) - half_log_snr(c_t)
+            result = weighted(
+                [(numeric.div(c_s.sigma, c_t.sigma), xp), (c_s.alpha * -numeric.expm1(-h), pred_mid[p].x0)]
+            )
+            out[p] = land_on_data(c_s, pred[p].x0, result)
+        return Step(out, pred)
