@@ -29,7 +29,7 @@ from diffusekit.pipeline import Pipeline, build, load, pretrained
 from diffusekit.plugins import get_registry
 from diffusekit.prediction import Prediction
 from diffusekit.recipe import ComponentSpec, PartSpec, Recipe, SampleConfig, TrainConfig, load_recipe, save_recipe
-from diffusekit.sampler import Sampler, Step, TimeGrid, TimePlan
+from diffusekit.sampler import Sampler, Step, StepTimes, TimeGrid, TimePlan, invert
 from diffusekit.schedule import CategoricalSchedule, Corrupted, GaussianCoefficients, GaussianSchedule, Schedule
 from diffusekit.state import DEFAULT_PART, align_time
 from diffusekit.training import train
@@ -81,6 +81,7 @@ __all__ = [
     "Schedule",
     "ShapeError",
     "Step",
+    "StepTimes",
     "TimeGrid",
     "TimePlan",
     "TrainConfig",
@@ -89,6 +90,7 @@ __all__ = [
     "build",
     "get_registry",
     "hookimpl",
+    "invert",
     "load",
     "load_checkpoint",
     "load_recipe",

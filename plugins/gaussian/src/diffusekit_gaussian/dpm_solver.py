@@ -16,7 +16,7 @@ k-diffusion. History lives in the step's ``carry``; nothing is stored on the sam
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import attrs
 import torch
@@ -104,16 +104,24 @@ class DPMSolverPP2M(Sampler):
 
 @attrs.frozen
 class DPMSolverPP3M(Sampler):
-    r"""DPM-Solver++(3M), multistep third order (Lu et al., 2022, Sec. 4; the φ-function form of k-diffusion's 3M).
+    r"""DPM-Solver++(3M), multistep third order (Lu et al., 2022, Sec. 4).
 
-    With :math:`\varphi_1 = e^{-h} - 1`, :math:`\varphi_2 = \varphi_1/h + 1`, :math:`\varphi_3 = \varphi_2/h - \tfrac12`:
-    :math:`x_s = \frac{\sigma_s}{\sigma_t}x_t + \alpha_s\big(-\varphi_1\hat x_0 + \varphi_2 d_1 - \varphi_3 d_2\big)`,
-    where :math:`d_1, d_2` are the first and second divided differences of the last three
-    predictions in λ (scaled by h). Warm-up: first order, then second. Order 3, one
+    With :math:`\varphi_1 = e^{-h} - 1`, :math:`\varphi_2 = \varphi_1/h + 1`, :math:`\varphi_3 = \varphi_2/h - \tfrac12`,
+    :math:`D_1 \approx h\,\hat x_0'` and :math:`D_2 \approx \tfrac{h^2}{2}\hat x_0''` (divided differences of the
+    last three predictions in λ), the Taylor expansion of the exact solution gives
+    :math:`x_s = \frac{\sigma_s}{\sigma_t}x_t + \alpha_s\big(-\varphi_1\hat x_0 + \varphi_2 D_1 - 2\varphi_3 D_2\big)`.
+    ``variant="published"`` uses :math:`-\varphi_3 D_2` as in the official DPM-Solver code and
+    k-diffusion's ``dpmpp_3m_sde``: half the Taylor coefficient, which makes the method
+    second order (measured: rates 2.07 vs 2.98 on the oracle, see the tests) but is
+    slightly more accurate at NFE ≤ 10. Warm-up: first order, then second. One
     evaluation per step.
     """
 
-    order: ClassVar[int] = 3
+    variant: Literal["taylor", "published"] = "taylor"
+
+    @property
+    def order(self) -> int:  # type: ignore[override]
+        return 3 if self.variant == "taylor" else 2
 
     def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
         history = carry or History()
@@ -126,6 +134,8 @@ class DPMSolverPP3M(Sampler):
             phi1 = numeric.expm1(-h)
             phi2 = numeric.div(phi1, h) + 1.0
             phi3 = numeric.div(phi2, h) - 0.5
+            if self.variant == "taylor":
+                phi3 = 2.0 * phi3  # the coefficient of D2 = h^2 x0''/2 in the Taylor expansion
             x0 = pr.x0
             result = pr.mix(c_s.alpha * -phi1, 0.0, numeric.div(c_s.sigma, c_t.sigma))
             first = result

@@ -175,14 +175,16 @@ class IPNDM(_EpsMultistep):
     r"""iPNDM (Zhang & Chen, 2023, App. D.3): Adams–Bashforth weights of order ``ipndm_order`` on :math:`\hat\varepsilon`, warming up from order 1.
 
     :math:`\tilde x_s = \tilde x_t + (\rho_s - \rho_t)\sum_j c_j\hat\varepsilon_j` with the
-    constant-step coefficients (e.g. 55/24, −59/24, 37/24, −9/24). One evaluation per step.
+    constant-step coefficients (e.g. 55/24, −59/24, 37/24, −9/24). The weights ignore the
+    ratios of unequal steps, so on the usual grids (Karras, log-SNR) it converges at
+    order 2 (measured), though it is very accurate at small NFE. One evaluation per step.
     """
 
     ipndm_order: int = attrs.field(default=4, validator=[v.ge(1), v.le(4)])
 
     @property
     def order(self) -> int:  # type: ignore[override]
-        return self.ipndm_order
+        return min(self.ipndm_order, 2)
 
     def max_order(self) -> int:
         return self.ipndm_order
