@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from diffusekit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from diffusekit.condition import ClassLabel, Condition, Embedding
+from diffusekit.condition import ClassLabel, Condition, ConditionList, Embedding
 from diffusekit.data import Data, Dataset
 from diffusekit.denoiser import Denoiser, DenoiserLike
 from diffusekit.errors import (
@@ -55,6 +55,7 @@ __all__ = [
     "ComponentNotFound",
     "ComponentSpec",
     "Condition",
+    "ConditionList",
     "ConfigError",
     "Corrupted",
     "Data",

@@ -10,7 +10,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from diffusekit.condition import ClassLabel, Embedding
+from diffusekit.condition import ClassLabel, ConditionList, Embedding
 from diffusekit.hookspecs import hookimpl
 from diffusekit.sampler import TimeGrid
 from diffusekit.schedule import Schedule
@@ -36,3 +36,4 @@ def register_grids(register):
 def register_conditions(register):
     register(ClassLabel, name="class_label")
     register(Embedding, name="embedding")
+    register(ConditionList, name="condition_list")

@@ -146,3 +146,53 @@ class Embedding(Condition):
 
     def is_null(self) -> Tensor:
         return ~self.present
+
+
+@attrs.frozen(eq=False)
+class ConditionList(Condition):
+    """Several conditions per sample, each with its own null form (composable guidance: one
+    term per item, e.g. "a red cube" AND NOT "on a table")."""
+
+    items: tuple[Condition, ...]
+
+    def __attrs_post_init__(self) -> None:
+        if not self.items:
+            raise ShapeError("a condition list needs at least one condition")
+        sizes = {c.batch_size for c in self.items}
+        if len(sizes) != 1:
+            raise ShapeError(f"the conditions of a list disagree on the batch size: {sorted(sizes)}")
+
+    @classmethod
+    def example(cls, batch_size: int, generator: torch.Generator) -> ConditionList:
+        return cls((ClassLabel.example(batch_size, generator), ClassLabel.example(batch_size, generator)))
+
+    @property
+    def batch_size(self) -> int:
+        return self.items[0].batch_size
+
+    def null_like(self) -> ConditionList:
+        return ConditionList(tuple(c.null_like() for c in self.items))
+
+    def is_null(self) -> Tensor:
+        out = self.items[0].is_null()
+        for c in self.items[1:]:
+            out = out & c.is_null()
+        return out
+
+    def where(self, mask: Tensor, other: ConditionList) -> ConditionList:
+        return ConditionList(tuple(a.where(mask, b) for a, b in zip(self.items, other.items, strict=True)))
+
+    def dropout(self, p: float, generator: torch.Generator | None = None) -> ConditionList:
+        if p <= 0.0:
+            return self
+        drop = torch.rand((self.batch_size,), generator=generator) < p
+        return self.where(drop, self.null_like())
+
+    def cat(self, other: ConditionList) -> ConditionList:
+        return ConditionList(tuple(a.cat(b) for a, b in zip(self.items, other.items, strict=True)))
+
+    def take(self, index: slice | Tensor) -> ConditionList:
+        return ConditionList(tuple(c.take(index) for c in self.items))
+
+    def to(self, device: torch.device | str) -> ConditionList:
+        return ConditionList(tuple(c.to(device) for c in self.items))

@@ -4,7 +4,7 @@ from diffusekit_gaussian.adaptive import AdaptiveODE
 from diffusekit_gaussian.dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP2S, DPMSolverPP3M
 from diffusekit_gaussian.flow import FlowEuler, FlowHeun, FlowMidpoint
 from diffusekit_gaussian.grids import KarrasGrid, LogSNRGrid
-from diffusekit_gaussian.guidance import ClassifierFreeGuidance
+from diffusekit_gaussian.guidance import ClassifierFreeGuidance, ClassifierGuidance, ComposableGuidance, ProductGuidance
 from diffusekit_gaussian.multistep import DEIS, IPNDM, LMS
 from diffusekit_gaussian.networks import MLP, UNet
 from diffusekit_gaussian.parameterizations import (
@@ -39,6 +39,9 @@ __all__ = [
     "MLP",
     "VE",
     "ClassifierFreeGuidance",
+    "ClassifierGuidance",
+    "ComposableGuidance",
+    "ProductGuidance",
     "EDMPreconditioning",
     "EpsilonPrediction",
     "Euler",

@@ -76,6 +76,9 @@ def register_grids(register):
 @hookimpl
 def register_guidances(register):
     register(guidance.ClassifierFreeGuidance, name="cfg")
+    register(guidance.ComposableGuidance, name="composable")
+    register(guidance.ClassifierGuidance, name="classifier")
+    register(guidance.ProductGuidance, name="product")
 
 
 @hookimpl
