@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= outputs/digits
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint bench bench-install clean
 
 ## run: the main job — sample class-conditional digits with the shipped weights (PNG grids in $(OUT))
 run: $(STAMP)
@@ -23,6 +23,16 @@ $(STAMP): pyproject.toml plugins/gaussian/pyproject.toml scripts/install-torch.s
 	scripts/install-torch.sh $(BIN)/python
 	$(BIN)/python -m pip install -e ".[test]" -e plugins/gaussian
 	touch $(STAMP)
+
+## bench: the three benchmarks of docs/benchmarks.md (installs diffusers and k-diffusion into .venv)
+bench: bench-install
+	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python accuracy.py
+	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python overhead.py
+	cd benchmarks && ../$(BIN)/python digits_quality.py
+
+bench-install: $(STAMP)
+	$(BIN)/python -m pip install -e ".[bench]"
+	$(BIN)/python -m pip install --no-deps "k-diffusion==0.1.1.post1"
 
 lint: $(STAMP)
 	$(BIN)/ruff check core plugins tests

@@ -108,7 +108,8 @@ def test_plugins_json_lists_gaussian_with_distribution_version_hooks_and_compone
     assert "gaussian:heun" in gaussian["components"]["sampler"]
     assert "gaussian:digits" in gaussian["components"]["method"]
     # every kind with components was registered by that kind's hook, and every hook is a register_* hook
-    assert set(gaussian["hooks"]) <= set(HOOK_NAMES.values())
+    assert set(gaussian["hooks"]) <= set(HOOK_NAMES.values()) | {"register_commands"}
+    assert "register_commands" in gaussian["hooks"]  # it adds optimize-grid
     assert {HOOK_NAMES[kind] for kind in gaussian["components"]} <= set(gaussian["hooks"])
     assert all(name.startswith("gaussian:") for names in gaussian["components"].values() for name in names)
 

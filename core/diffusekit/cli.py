@@ -147,10 +147,14 @@ def describe(entry: Any) -> dict[str, Any]:
             default = "<required>"
         type_name = getattr(f.type, "__name__", None) or str(f.type).replace("typing.", "")
         params.append({"name": f.name, "type": type_name, "default": default})
+    try:  # properties (a sampler's order, whether it is stochastic) need an instance
+        instance = entry.obj()
+    except Exception:
+        instance = None
     facts = {}
-    for attr in ("supports", "stochastic", "evaluations_per_step", "kind", "prediction"):
-        value = inspect.getattr_static(entry.obj, attr, None)
-        if value is not None and not isinstance(value, property):
+    for attr in ("supports", "stochastic", "order", "evaluations_per_step", "adaptive", "kind", "prediction"):
+        value = getattr(instance, attr, None) if instance is not None else inspect.getattr_static(entry.obj, attr, None)
+        if value is not None and not isinstance(value, property) and not callable(value):
             facts[attr] = sorted(value) if isinstance(value, frozenset) else value
     return {
         "kind": entry.kind,

@@ -83,6 +83,17 @@ class Denoiser:
         them already, as samplers do; otherwise they are computed.
         """
         if isinstance(x, dict) and isinstance(t, dict):  # the samplers' form: no normalising
+            if len(x) == 1 and DEFAULT_PART in x and DEFAULT_PART in self.parameterizations:
+                # the common single-part case, kept short: it runs once per network evaluation
+                param = self.parameterizations[DEFAULT_PART]
+                prepared = param.prepare(
+                    self.schedules[DEFAULT_PART],
+                    x[DEFAULT_PART],
+                    t[DEFAULT_PART],
+                    None if coef is None else coef[DEFAULT_PART],
+                )
+                raw = self.network(prepared.x_in, prepared.noise_level, condition)
+                return {DEFAULT_PART: param.output(raw, prepared)}
             parts, times = x, t
         else:
             parts = as_parts(x)

@@ -58,12 +58,15 @@ class TimePlan:
     """A sequence of time states: ``plan[i]`` maps every part to its time tensor."""
 
     entries: tuple[PartTimes, ...]
+    columns: Mapping[str, Tensor] | None = None
+    """Per part, all the plan's (scalar) times as one 1-D tensor, when known: saves re-stacking them."""
 
     @classmethod
     def from_grid(cls, grid: TimeGrid, schedules: Mapping[str, Schedule]) -> TimePlan:
         """The plan that visits ``grid``'s times for every part (each part with its own schedule)."""
         columns = {name: grid.times(schedule) for name, schedule in schedules.items()}
-        return cls(tuple({name: col[i] for name, col in columns.items()} for i in range(grid.steps + 1)))
+        rows = {name: col.unbind() for name, col in columns.items()}
+        return cls(tuple({name: rows[name][i] for name in columns} for i in range(grid.steps + 1)), columns)
 
     @classmethod
     def from_times(cls, times: Sequence[Time], parts: Sequence[str]) -> TimePlan:
@@ -93,14 +96,22 @@ class TimePlan:
         """
         out: list[dict[str, Coefficients]] = [{} for _ in self.entries]
         for name, schedule in schedules.items():
+            stacked = self._column(name)
             column = [entry[name] for entry in self.entries]
-            if all(t.ndim == 0 for t in column):
-                rows = schedule.coefficients(torch.stack(column).to(torch.float64)).unbind()
+            if stacked is not None:
+                rows = schedule.coefficients(stacked.to(torch.float64)).unbind()
             else:
                 rows = [schedule.coefficients(t).align(like[name]) for t in column]
             for record, row in zip(out, rows, strict=True):
                 record[name] = row
         return out
+
+    def _column(self, name: str) -> Tensor | None:
+        """All times of part ``name`` as a 1-D tensor if every entry is a scalar, else None."""
+        if self.columns is not None and name in self.columns:
+            return self.columns[name]
+        column = [entry[name] for entry in self.entries]
+        return torch.stack(column) if all(t.ndim == 0 for t in column) else None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -145,9 +156,8 @@ def _plan_fixed(plan: TimePlan, x: Parts) -> list[dict[str, bool | Tensor]]:
     """:func:`_fixed` for every step of a plan; one comparison per part for scalar times."""
     out: list[dict[str, bool | Tensor]] = [{} for _ in range(plan.steps)]
     for name in x:
-        column = [entry[name] for entry in plan.entries]
-        if all(t.ndim == 0 for t in column):
-            stacked = torch.stack(column)
+        stacked = plan._column(name)
+        if stacked is not None:
             flags = (stacked[1:] == stacked[:-1]).tolist()
         else:
             flags = [_fixed({name: x[name]}, plan[i], plan[i + 1])[name] for i in range(plan.steps)]
@@ -257,6 +267,7 @@ class Sampler(abc.ABC):
         progress: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        differentiable: bool = False,
     ) -> State:
         """Run the whole plan and return the final state.
 
@@ -264,7 +275,9 @@ class Sampler(abc.ABC):
         prior at the plan's first time). ``guidance`` wraps the denoiser
         (:meth:`diffusekit.guidance.Guidance.wrap`). ``callback`` receives
         ``{"i", "t", "x", "denoised"}`` after every step. The schedule coefficients of
-        every plan entry are computed once, before the first step.
+        every plan entry are computed once, before the first step. With
+        ``differentiable`` the run keeps autograd (e.g. to fit a grid through the sampler;
+        give the plan's times a shape such as ``(1,)`` so they stay tensors).
         """
         if guidance is not None:
             denoiser = guidance.wrap(denoiser)
@@ -291,10 +304,15 @@ class Sampler(abc.ABC):
 
             indices = tqdm(indices, desc=type(self).__name__, unit="step", leave=False)
         carry = None
-        with torch.no_grad():
+        entries, steps = plan.entries, plan.steps
+        holds = [any(flag is not False for flag in f.values()) for f in fixed]
+        with torch.enable_grad() if differentiable else torch.no_grad():
             for i in indices:
-                times = StepTimes(plan[i], plan[i + 1], coefficients[i], coefficients[i + 1], fixed[i], i, plan.steps)
-                out = self._advance(denoiser, parts, times, condition, generator, carry)
+                times = StepTimes(entries[i], entries[i + 1], coefficients[i], coefficients[i + 1], fixed[i], i, steps)
+                if holds[i]:
+                    out = self._advance(denoiser, parts, times, condition, generator, carry)
+                else:
+                    out = self.update(denoiser, parts, times, condition=condition, generator=generator, carry=carry)
                 parts, carry = out.x, out.carry
                 if callback is not None:
                     callback({"i": i, "t": plan[i + 1], "x": parts, "denoised": out.denoised, "step": out})

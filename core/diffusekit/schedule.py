@@ -99,7 +99,7 @@ class Coefficients:
         return [type(self)(*row) for row in zip(*columns, strict=True)]
 
 
-@attrs.frozen(eq=False)
+@attrs.define(eq=False)  # not frozen: a plan builds hundreds of these, and frozen init is slower; treat as values
 class GaussianCoefficients(Coefficients):
     r"""The coefficients of a Gaussian schedule: :math:`\alpha_t, \sigma_t`, their time
     derivatives :math:`\dot\alpha_t, \dot\sigma_t` and the log-SNR
@@ -184,7 +184,7 @@ class CategoricalSchedule(Schedule):
         return CategoricalCoefficients(self.keep_probability(t))
 
 
-@attrs.frozen(eq=False)
+@attrs.define(eq=False)
 class CategoricalCoefficients(Coefficients):
     """The coefficients of a categorical schedule: the keep-probability :math:`\\alpha_t`."""
 

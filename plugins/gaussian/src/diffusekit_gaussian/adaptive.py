@@ -42,6 +42,9 @@ _B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 
 class AdaptiveODE(Sampler):
     r"""Dormand–Prince 5(4) with error control on the probability-flow ODE, for high-accuracy reference solutions.
 
+    The embedded Runge–Kutta pair of Dormand & Prince ("A family of embedded Runge-Kutta
+    formulae", 1980), in :math:`u = \log\tilde\sigma` (see the module docstring).
+
     ``rtol``/``atol`` bound the local error per accepted substep; the number of network
     evaluations adapts (about 6 per substep). Where :math:`\alpha_t = 0` (the prior of
     rectified flow) the first step is a DDIM step, as the ODE has no finite start there.

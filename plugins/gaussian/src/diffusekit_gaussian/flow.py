@@ -28,7 +28,7 @@ def _euler(pred, c, dt) -> torch.Tensor:
 
 @attrs.frozen
 class FlowEuler(Sampler):
-    r"""Euler in t on the flow ODE: :math:`x_s = x_t + (s - t)\,u(x_t, t)`. Order 1, one evaluation per step."""
+    r"""Euler in t on the flow ODE: :math:`x_s = x_t + (s - t)\,u(x_t, t)` (the sampler of Lipman et al., 2023 and Liu et al., 2023). Order 1, one evaluation per step."""
 
     def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
         pred = denoiser(x, times.t_from, condition, times.c_from)
@@ -37,7 +37,7 @@ class FlowEuler(Sampler):
 
 @attrs.frozen
 class FlowHeun(Sampler):
-    r"""Heun in t: :math:`\bar x = x_t + (s-t)u_t`, :math:`x_s = x_t + \tfrac{s-t}{2}(u_t + u(\bar x, s))`. Order 2, two evaluations per step."""
+    r"""Heun in t: :math:`\bar x = x_t + (s-t)u_t`, :math:`x_s = x_t + \tfrac{s-t}{2}(u_t + u(\bar x, s))` (flow matching: Lipman et al., 2023). Order 2, two evaluations per step."""
 
     order: ClassVar[int] = 2
     evaluations_per_step: ClassVar[int] = 2
@@ -64,7 +64,7 @@ class FlowHeun(Sampler):
 
 @attrs.frozen
 class FlowMidpoint(Sampler):
-    r"""The explicit midpoint rule in t: :math:`x_s = x_t + (s - t)\,u\big(x_t + \tfrac{s-t}{2}u_t, \tfrac{t+s}{2}\big)`. Order 2, two evaluations per step."""
+    r"""The explicit midpoint rule in t: :math:`x_s = x_t + (s - t)\,u\big(x_t + \tfrac{s-t}{2}u_t, \tfrac{t+s}{2}\big)` (as in Lipman et al., "Flow Matching Guide and Code", 2024). Order 2, two evaluations per step."""
 
     order: ClassVar[int] = 2
     evaluations_per_step: ClassVar[int] = 2

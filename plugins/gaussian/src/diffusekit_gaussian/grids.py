@@ -50,7 +50,11 @@ class KarrasGrid(TimeGrid):
 
 @attrs.frozen
 class LogSNRGrid(TimeGrid):
-    r"""Noise levels evenly spaced in log-SNR (equivalently geometric in :math:`\tilde\sigma`; Lu et al., DPM-Solver, 2022), then 0."""
+    r"""Noise levels evenly spaced in log-SNR λ (Lu et al., DPM-Solver, 2022), then 0.
+
+    Uniform in λ is geometric in :math:`\tilde\sigma = e^{-\lambda/2}`: the same spacing as
+    k-diffusion's ``get_sigmas_exponential`` (registered too, as ``exponential``).
+    """
 
     supports: ClassVar[frozenset[str]] = frozenset({"gaussian"})
     steps: int = attrs.field(default=20, validator=v.ge(1))
@@ -61,3 +65,85 @@ class LogSNRGrid(TimeGrid):
         lo, hi = _sigma_range(schedule, self.sigma_min, self.sigma_max)
         log_sigma = torch.linspace(math.log(hi), math.log(lo), self.steps, dtype=torch.float64)
         return times_from_sigmas(schedule, torch.exp(log_sigma))
+
+
+@attrs.frozen
+class ExponentialGrid(LogSNRGrid):
+    r"""k-diffusion's exponential grid: :math:`\tilde\sigma` geometric from ``sigma_max`` to ``sigma_min``, then 0 (the log-SNR grid under its k-diffusion name)."""
+
+
+def _decreasing(values: tuple[float, ...]) -> tuple[float, ...]:
+    values = tuple(float(v) for v in values)
+    if len(values) < 2 or any(not b < a for a, b in zip(values, values[1:], strict=False)) or values[-1] <= 0:
+        raise ValueError(f"sigmas must be at least two strictly decreasing positive values, got {values}")
+    return values
+
+
+def resample(log_sigmas: Tensor, steps: int) -> Tensor:
+    """A log-sigma curve over [0, 1] (equally spaced samples) resampled at ``steps`` points (Align Your Steps, Sec. 3.3)."""
+    if steps == len(log_sigmas):
+        return log_sigmas
+    positions = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
+    table = torch.linspace(0.0, 1.0, len(log_sigmas), dtype=torch.float64)
+    index = torch.searchsorted(table, positions).clamp(1, len(table) - 1)
+    lo, hi = table[index - 1], table[index]
+    w = (positions - lo) / (hi - lo)
+    return log_sigmas[index - 1] * (1 - w) + log_sigmas[index] * w
+
+
+@attrs.frozen
+class TabulatedGrid(TimeGrid):
+    r"""Explicit noise levels :math:`\tilde\sigma_0 > \dots > \tilde\sigma_{n-1}`, then 0 (for fitted grids).
+
+    With ``steps`` different from the table's length the curve :math:`\log\tilde\sigma` is
+    interpolated linearly in the step position, as Align Your Steps does; the range is
+    rescaled into what the schedule reaches.
+    """
+
+    sigmas: tuple[float, ...] = attrs.field(default=(80.0, 0.002), converter=_decreasing)
+    steps: int = attrs.field(default=0, validator=v.ge(0))
+    supports: ClassVar[frozenset[str]] = frozenset({"gaussian"})
+
+    def __attrs_post_init__(self) -> None:
+        if self.steps == 0:  # default: the table's own length
+            object.__setattr__(self, "steps", len(self.sigmas))
+
+    def times(self, schedule: GaussianSchedule) -> Tensor:
+        log_sigmas = resample(torch.log(torch.tensor(self.sigmas, dtype=torch.float64)), self.steps)
+        lo, hi = _sigma_range(schedule, self.sigmas[-1], self.sigmas[0])
+        top, bottom = log_sigmas[0], log_sigmas[-1]
+        if self.steps > 1:  # map the table's range onto the reachable one
+            log_sigmas = math.log(lo) + (log_sigmas - bottom) * (math.log(hi) - math.log(lo)) / (top - bottom)
+        else:
+            log_sigmas = torch.full_like(log_sigmas, math.log(hi))
+        return times_from_sigmas(schedule, torch.exp(log_sigmas))
+
+
+@attrs.frozen
+class OptimizedGrid(TimeGrid):
+    r"""A general-purpose fitted grid (in the spirit of Align Your Steps, Sabour et al., 2024; LD3, Tong et al., 2025).
+
+    Noise levels from :math:`\tilde\sigma = 80` to 0.002 whose interior points minimise the
+    ODE endpoint error of ``solver`` on a family of Gaussian-mixture targets that
+    excludes the accuracy benchmark's own (``grid_fit.py``; ``grid_tables.py`` names the
+    command). Tables exist for 5, 10 and 20 steps; other counts use the nearest table's
+    curve, resampled.
+    """
+
+    steps: int = attrs.field(default=10, validator=v.ge(1))
+    solver: str = attrs.field(default="unipc")
+    supports: ClassVar[frozenset[str]] = frozenset({"gaussian"})
+
+    @solver.validator
+    def _known(self, attribute, value) -> None:
+        from diffusekit_gaussian.grid_tables import OPTIMIZED
+
+        if value not in OPTIMIZED:
+            raise ValueError(f"no fitted tables for solver {value!r} (fitted: {', '.join(OPTIMIZED)})")
+
+    def times(self, schedule: GaussianSchedule) -> Tensor:
+        from diffusekit_gaussian.grid_tables import OPTIMIZED
+
+        tables = OPTIMIZED[self.solver]
+        nearest = min(tables, key=lambda n: (abs(n - self.steps), n))
+        return TabulatedGrid(sigmas=tables[nearest], steps=self.steps).times(schedule)

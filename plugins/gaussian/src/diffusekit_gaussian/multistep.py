@@ -123,7 +123,7 @@ class _EpsMultistep(Sampler):
 
 @attrs.frozen
 class LMS(_EpsMultistep):
-    r"""Linear multistep (k-diffusion's ``sample_lms``): Lagrange polynomial of :math:`\hat\varepsilon` in ρ, integrated exactly.
+    r"""Linear multistep (k-diffusion's ``sample_lms``; ρAB-DEIS of Zhang & Chen, 2023): Lagrange polynomial of :math:`\hat\varepsilon` in ρ, integrated exactly.
 
     Order ``lms_order`` (1–4), one evaluation per step.
     """

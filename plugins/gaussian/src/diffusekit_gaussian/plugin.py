@@ -71,6 +71,9 @@ def register_samplers(register):
 def register_grids(register):
     register(grids.KarrasGrid, name="karras")
     register(grids.LogSNRGrid, name="log_snr")
+    register(grids.ExponentialGrid, name="exponential")
+    register(grids.TabulatedGrid, name="tabulated")
+    register(grids.OptimizedGrid, name="optimized")
 
 
 @hookimpl
@@ -90,6 +93,13 @@ def register_networks(register):
 @hookimpl
 def register_datasets(register):
     register(digits.Digits, name="digits")
+
+
+@hookimpl
+def register_commands(cli):
+    from diffusekit_gaussian import commands
+
+    commands.register(cli)
 
 
 @hookimpl

@@ -79,7 +79,7 @@ class DDIM(Sampler):
 
 @attrs.frozen
 class EulerAncestral(DDIM):
-    r"""Euler ancestral (k-diffusion's ``sample_euler_ancestral``), η = 1 by default.
+    r"""Euler ancestral (k-diffusion's ``sample_euler_ancestral``, after Karras et al., 2022), η = 1 by default.
 
     An Euler step in :math:`\tilde\sigma` down to :math:`\tilde\sigma_{down}` followed by
     fresh noise :math:`\tilde\sigma_{up}`, with

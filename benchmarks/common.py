@@ -1,0 +1,82 @@
+"""Shared set-up of the benchmarks: the competitors, the exact oracle, NFE counting.
+
+k-diffusion's package ``__init__`` imports its training stack (torchvision, clean-fid,
+wandb, ...), and the torchvision wheel on PyPI does not load beside a CPU build of
+torch. The samplers live in ``k_diffusion.sampling`` (plus ``k_diffusion.utils``), which
+never touch torchvision, so only those two modules are imported, with torchvision
+stubbed during the import.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import sys
+import types
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+F64 = torch.float64
+
+
+def import_k_diffusion_sampling() -> types.ModuleType:
+    spec = importlib.util.find_spec("k_diffusion")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("k-diffusion is not installed: run `make bench-install`")
+    package = types.ModuleType("k_diffusion")
+    package.__path__ = list(spec.submodule_search_locations)
+    stubs = {
+        name: types.ModuleType(name)
+        for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
+    }
+    saved = {name: sys.modules.get(name) for name in stubs}
+    sys.modules["k_diffusion"] = package
+    sys.modules.update(stubs)
+    try:
+        import k_diffusion.sampling as sampling
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    return sampling
+
+
+class Counting:
+    """A denoiser wrapper that counts network evaluations (calls, not samples)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.calls = inner, 0
+
+    @property
+    def schedules(self) -> Mapping:
+        return self.inner.schedules
+
+    def __call__(self, x, t, condition=None, coef=None):
+        self.calls += 1
+        return self.inner(x, t, condition, coef)
+
+
+def environment() -> str:
+    import diffusekit
+
+    versions = [
+        f"python {platform.python_version()}",
+        f"torch {torch.__version__}",
+        f"diffusekit {diffusekit.__version__}",
+    ]
+    for dist in ("diffusers", "k-diffusion"):
+        try:
+            versions.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; " + ", ".join(
+        versions
+    )
+
+
+import importlib.metadata  # noqa: E402  (used by environment())
