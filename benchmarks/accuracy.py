@@ -112,6 +112,11 @@ def k_diffusion(oracle, x, ref) -> dict[str, dict[int, tuple[float, int]]]:
     return rows
 
 
+def sigma_of_timestep(t, log_sigmas: np.ndarray) -> float:
+    """The VP noise level sqrt((1 - a_bar) / a_bar) at a (possibly fractional) diffusers timestep."""
+    return float(np.exp(np.interp(float(t), np.arange(len(log_sigmas)), log_sigmas)))
+
+
 def diffusers_rows(mix: GaussianMixture, z: torch.Tensor) -> dict[str, dict[int, tuple[float, int]]]:
     import diffusers
 
@@ -132,21 +137,17 @@ def diffusers_rows(mix: GaussianMixture, z: torch.Tensor) -> dict[str, dict[int,
         base = cls(num_train_timesteps=1000, **options.get(name, {}))
         alphas_cumprod = base.alphas_cumprod.to(F64)
         log_sigmas = (0.5 * torch.log((1 - alphas_cumprod) / alphas_cumprod)).numpy()
-
-        def sigma_tilde(t) -> float:
-            return float(np.exp(np.interp(float(t), np.arange(1000), log_sigmas)))
-
         row = {}
         for nfe in NFES:
             s = cls(num_train_timesteps=1000, **options.get(name, {}))
             s.set_timesteps(steps_for(nfe, 2 if name == "HeunDiscrete" else 1))
             sample = (z * s.init_noise_sigma).to(F64)
-            sig0 = sigma_tilde(s.timesteps[0])
+            sig0 = sigma_of_timestep(s.timesteps[0], log_sigmas)
             start_tilde = z * math.sqrt(1.0 + sig0**2)  # the same start in EDM variables
             calls = 0
             for t in s.timesteps:
                 model_in = s.scale_model_input(sample, t)
-                sig = sigma_tilde(t)
+                sig = sigma_of_timestep(t, log_sigmas)
                 alpha, sigma = 1.0 / math.sqrt(1.0 + sig**2), sig / math.sqrt(1.0 + sig**2)
                 x0 = mix.posterior_mean(model_in, torch.tensor(alpha, dtype=F64), torch.tensor(sigma, dtype=F64))
                 eps = (model_in - alpha * x0) / sigma
