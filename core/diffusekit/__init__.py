@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from diffusekit import numeric
 from diffusekit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from diffusekit.condition import ClassLabel, Condition, ConditionList, Embedding
 from diffusekit.data import Data, Dataset
@@ -29,7 +30,7 @@ from diffusekit.pipeline import Pipeline, build, load, pretrained
 from diffusekit.plugins import get_registry
 from diffusekit.prediction import Prediction
 from diffusekit.recipe import ComponentSpec, PartSpec, Recipe, SampleConfig, TrainConfig, load_recipe, save_recipe
-from diffusekit.sampler import Sampler, Step, StepTimes, TimeGrid, TimePlan, invert
+from diffusekit.sampler import Sampler, Step, StepTimes, TimeGrid, TimePlan, coefficients_at, hold_fixed, invert
 from diffusekit.schedule import CategoricalSchedule, Corrupted, GaussianCoefficients, GaussianSchedule, Schedule
 from diffusekit.state import DEFAULT_PART, align_time
 from diffusekit.training import train
@@ -90,11 +91,14 @@ __all__ = [
     "align_time",
     "build",
     "get_registry",
+    "coefficients_at",
+    "hold_fixed",
     "hookimpl",
     "invert",
     "load",
     "load_checkpoint",
     "load_recipe",
+    "numeric",
     "pretrained",
     "resolve",
     "save_checkpoint",

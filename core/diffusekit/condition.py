@@ -150,8 +150,10 @@ class Embedding(Condition):
 
 @attrs.frozen(eq=False)
 class ConditionList(Condition):
-    """Several conditions per sample, each with its own null form (composable guidance: one
-    term per item, e.g. "a red cube" AND NOT "on a table")."""
+    """Several conditions per sample, each with its own null form, for composable guidance.
+
+    One guidance term per item, e.g. "a red cube" AND NOT "on a table".
+    """
 
     items: tuple[Condition, ...]
 
@@ -185,7 +187,8 @@ class ConditionList(Condition):
     def dropout(self, p: float, generator: torch.Generator | None = None) -> ConditionList:
         if p <= 0.0:
             return self
-        drop = torch.rand((self.batch_size,), generator=generator) < p
+        device = self.items[0].is_null().device
+        drop = torch.rand((self.batch_size,), generator=generator, device=device) < p
         return self.where(drop, self.null_like())
 
     def cat(self, other: ConditionList) -> ConditionList:

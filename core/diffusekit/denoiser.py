@@ -1,7 +1,8 @@
 """Denoisers: a network plus, for every part, its schedule and parameterization.
 
-Anything with a ``schedules`` mapping and a ``__call__(x, t, condition)`` returning
-one prediction per part is a denoiser for the samplers (:class:`DenoiserLike`): the
+Anything with a ``schedules`` mapping and a ``__call__(x, t, condition=None, coef=None)``
+returning one prediction per part is a denoiser for the samplers (:class:`DenoiserLike`;
+``coef`` are the schedules' coefficients at ``t`` when the caller has them): the
 trained :class:`Denoiser`, a guided denoiser, or the exact Gaussian-mixture oracle of
 :mod:`diffusekit.testing`.
 """

@@ -121,8 +121,9 @@ def convert(kind: str, value: Tensor, target: str, x: Tensor, c: GaussianCoeffic
 class Prediction:
     """A denoiser's output for one Gaussian part: ``value`` is of ``kind`` at noisy input ``x``.
 
-    ``coef`` are the schedule's coefficients aligned with ``x``. The properties convert
-    on demand through :func:`convert`.
+    ``coef`` are the schedule's coefficients at the input's time: Python floats for a
+    scalar time, or tensors aligned with ``x``. The properties convert on demand through
+    :func:`convert`; :meth:`mix` combines forms without materialising them.
     """
 
     kind: str

@@ -274,7 +274,7 @@ class Sampler(abc.ABC):
         ``x`` is the starting state or its shape (then it is drawn from each part's
         prior at the plan's first time). ``guidance`` wraps the denoiser
         (:meth:`diffusekit.guidance.Guidance.wrap`). ``callback`` receives
-        ``{"i", "t", "x", "denoised"}`` after every step. The schedule coefficients of
+        ``{"i", "t", "x", "denoised", "step"}`` after every step. The schedule coefficients of
         every plan entry are computed once, before the first step. With
         ``differentiable`` the run keeps autograd (e.g. to fit a grid through the sampler;
         give the plan's times a shape such as ``(1,)`` so they stay tensors).
@@ -375,8 +375,8 @@ def _refine(sampler, denoiser, guess: Parts, target: Parts, up: StepTimes, condi
 
     The plain iteration contracts only where the denoiser's Jacobian (the posterior
     covariance over sigma^2, by Tweedie) is small. Each sample keeps its own damping,
-    halved whenever its forward residual would grow, so every sample converges where
-    the plain iteration would oscillate.
+    halved whenever its forward residual would grow, so no sample diverges; near the
+    mode boundaries of a sharp target a few samples can still stall short of exactness.
     """
     down = StepTimes(up.t_to, up.t_from, up.c_to, up.c_from, up.fixed, 0, 1)
     gain = {p: up.c_to[p].sigma / up.c_from[p].sigma for p in target}

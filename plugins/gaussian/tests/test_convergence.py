@@ -76,3 +76,25 @@ def test_adaptive_solver_meets_its_tolerance(setting):
     )
     error = (loose - reference).abs().max().item()
     assert 1e-12 < error < 1e-4
+
+
+STOCHASTIC = sorted(name for name, cls in plugin.SAMPLERS.items() if cls().stochastic)
+
+
+@pytest.mark.parametrize("name", STOCHASTIC)
+def test_stochastic_solvers_converge_weakly_at_their_order(name):
+    """The bias of the sample standard deviation on a Gaussian target falls at the weak order."""
+    target = GaussianMixture(
+        torch.ones(1, dtype=F64), torch.tensor([[0.5]], dtype=F64), torch.tensor([[0.7]], dtype=F64)
+    )
+    oracle = OracleDenoiser.single(target, VPLinear())
+    sampler = plugin.SAMPLERS[name]()
+    bias = []
+    for n in (16, 32, 64):
+        out = sampler.sample(
+            oracle, (200_000, 1), LogSNRGrid(steps=n), generator=torch.Generator().manual_seed(0), dtype=F64
+        )
+        bias.append(abs(out.std().item() - 0.7))
+    rate = math.log2(bias[1] / bias[2])
+    assert bias[0] > bias[1] > bias[2], bias
+    assert sampler.order - 0.5 < rate < sampler.order + 1.0, (name, sampler.order, bias, rate)

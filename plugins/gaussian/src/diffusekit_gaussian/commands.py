@@ -29,12 +29,10 @@ def register(cli: click.Group) -> None:
     def optimize_grid(sampler, steps, checkpoint, mixtures, samples, iterations, sigma_max, sigma_min, out):
         """Fit the noise levels of a STEPS-step grid to SAMPLER by gradient descent on the ODE endpoint error."""
         import tomli_w
-        import torch
         from diffusekit import ConfigError, get_registry, load
 
         from diffusekit_gaussian import grid_fit
 
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         solver = get_registry().resolve("sampler", sampler).obj()
         if checkpoint is not None:
             targets = [grid_fit.model_target(load(checkpoint), samples, sigma_max)]

@@ -26,7 +26,7 @@ from diffusekit.numeric import Scalar
 from diffusekit.sampler import StepTimes, coefficients_at, hold_fixed
 from torch import Tensor
 
-from diffusekit_gaussian.samplers import half_log_snr, noise_like
+from diffusekit_gaussian.samplers import half_log_snr, noise_like, reaches_data
 
 
 @attrs.frozen(eq=False)
@@ -215,7 +215,7 @@ class DPMSolverPP2S(Sampler):
 
     def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
         pred = denoiser(x, times.t_from, condition, times.c_from)
-        if all((times.c_to[p].sigma == 0) is True for p in x):
+        if all(reaches_data(times.c_to[p]) for p in x):
             return Step({p: pred[p].x0 for p in x}, pred)
         u, t_mid, c_mid = {}, {}, {}
         for p, xp in x.items():

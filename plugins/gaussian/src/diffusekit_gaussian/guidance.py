@@ -146,9 +146,11 @@ class ComposedDenoiser:
         return self.inner.schedules
 
     def __call__(self, x, t, condition=None, coef=None):
-        items = condition.items if isinstance(condition, ConditionList) else None if condition is None else (condition,)
-        if items is None or (len(items) == 1 and self.weights == (1.0,)):
-            return self.inner(x, t, condition if items is None else items[0], coef)
+        if not self.weights or condition is None:  # neutral: the plain denoiser
+            return self.inner(x, t, condition, coef)
+        items = condition.items if isinstance(condition, ConditionList) else (condition,)
+        if len(items) == 1 and self.weights == (1.0,):
+            return self.inner(x, t, items[0], coef)
         if len(items) != len(self.weights):
             raise ShapeError(
                 f"composable guidance has {len(self.weights)} weights but the condition has {len(items)} items"
@@ -170,7 +172,8 @@ class ComposableGuidance(Guidance):
 
     :math:`\tilde D = D_\varnothing + \sum_i w_i (D_{c_i} - D_\varnothing)` for a
     :class:`~diffusekit.ConditionList` :math:`(c_1, \dots, c_k)`: positive weights are
-    AND, negative weights NOT. k + 1 evaluations per step, batched as one.
+    AND, negative weights NOT. k + 1 evaluations per step, batched as one. No weights
+    (the neutral setting) leave the denoiser unchanged.
     """
 
     weights: tuple[float, ...] = (1.0,)
@@ -179,7 +182,7 @@ class ComposableGuidance(Guidance):
         return ComposedDenoiser(denoiser, tuple(float(w) for w in self.weights))
 
     def neutral(self) -> ComposableGuidance:
-        return attrs.evolve(self, weights=(1.0,))
+        return attrs.evolve(self, weights=())
 
 
 @attrs.frozen(eq=False)

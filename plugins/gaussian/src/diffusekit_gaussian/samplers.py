@@ -188,11 +188,15 @@ class EDMStochastic(Sampler):
     s_tmax: float = attrs.field(default=50.0, validator=v.ge(0.0))
     s_noise: float = attrs.field(default=1.003, validator=v.ge(0.0))
     evaluations_per_step: ClassVar[int] = 2
-    order: ClassVar[int] = 2
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]
         return self.s_churn > 0.0
+
+    @property
+    def order(self) -> int:  # type: ignore[override]
+        """2 without churn (Heun); the injected noise makes it weakly first order."""
+        return 1 if self.stochastic else 2
 
     def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
         gamma_max = min(self.s_churn / max(times.steps, 1), math.sqrt(2.0) - 1.0)
