@@ -70,13 +70,36 @@ def land_on_data(c_s, x0: Tensor, result: Tensor) -> Tensor:
     return numeric.select(c_s.sigma == 0, x0, result)
 
 
+def dpmpp_2m_step(pred, c_t, c_s, previous, eta: float, noise: Tensor | None) -> tuple[Tensor, Tensor, Scalar]:
+    r"""One DPM-Solver++(2M) step, with SDE noise for η > 0; returns (x_s, x̂0, λ_t) for the history.
+
+    :math:`x_s = \frac{\sigma_s}{\sigma_t}e^{-\eta h}x_t + \alpha_s(1 - e^{-(1+\eta)h})D + \sigma_s\sqrt{1-e^{-2\eta h}}\,z`,
+    :math:`D = (1 + \frac{1}{2r})\hat x_0 - \frac{1}{2r}\hat x_0^{prev}` (:math:`D = \hat x_0` without history).
+    """
+    lam_t = half_log_snr(c_t)
+    h = half_log_snr(c_s) - lam_t
+    eh = eta * h
+    a = c_s.alpha * -numeric.expm1(-h - eh)
+    x0 = pred.x0
+    ratio = numeric.div(c_s.sigma, c_t.sigma)
+    result = pred.mix(a, 0.0, ratio * numeric.exp(-eh) if eta else ratio)
+    if previous is not None:
+        r = numeric.div(lam_t - previous[0], h)
+        k = numeric.div(0.5 * a, r)
+        result = numeric.select(usable(r), weighted([(1.0, result), (k, x0), (-k, previous[1])]), result)
+    if noise is not None:
+        result = result + (c_s.sigma * numeric.sqrt(-numeric.expm1(-2.0 * eh))) * noise
+    return land_on_data(c_s, x0, result), x0, lam_t
+
+
 @attrs.frozen
 class DPMSolverPP2M(Sampler):
     r"""DPM-Solver++(2M), multistep second order (Lu et al., 2022, Algorithm 2).
 
     :math:`x_s = \frac{\sigma_s}{\sigma_t}x_t + \alpha_s(1 - e^{-h})D`,
     :math:`D = (1 + \frac{1}{2r})\hat x_0 - \frac{1}{2r}\hat x_0^{prev}`, :math:`r = h_{prev}/h`;
-    the first step uses :math:`D = \hat x_0`. Order 2, one evaluation per step.
+    the first step uses :math:`D = \hat x_0` (see :func:`dpmpp_2m_step`). Order 2, one
+    evaluation per step.
     """
 
     order: ClassVar[int] = 2
@@ -86,18 +109,7 @@ class DPMSolverPP2M(Sampler):
         pred = denoiser(x, times.t_from, condition, times.c_from)
         out, entry = {}, {}
         for p in x:
-            c_t, c_s, pr = times.c_from[p], times.c_to[p], pred[p]
-            lam_t = half_log_snr(c_t)
-            h = half_log_snr(c_s) - lam_t
-            a = c_s.alpha * -numeric.expm1(-h)
-            x0 = pr.x0
-            result = pr.mix(a, 0.0, numeric.div(c_s.sigma, c_t.sigma))
-            prev = history.get(0, p)
-            if prev is not None:
-                r = numeric.div(lam_t - prev[0], h)
-                k = numeric.div(0.5 * a, r)
-                result = numeric.select(usable(r), weighted([(1.0, result), (k, x0), (-k, prev[1])]), result)
-            out[p] = land_on_data(c_s, x0, result)
+            out[p], x0, lam_t = dpmpp_2m_step(pred[p], times.c_from[p], times.c_to[p], history.get(0, p), 0.0, None)
             entry[p] = (lam_t, x0)
         return Step(out, pred, history.push(entry, 1))
 
@@ -180,22 +192,10 @@ class DPMSolverPP2MSDE(Sampler):
         pred = denoiser(x, times.t_from, condition, times.c_from)
         out, entry = {}, {}
         for p, xp in x.items():
-            c_t, c_s, pr = times.c_from[p], times.c_to[p], pred[p]
-            lam_t = half_log_snr(c_t)
-            h = half_log_snr(c_s) - lam_t
-            eh = self.eta * h
-            a = c_s.alpha * -numeric.expm1(-h - eh)
-            x0 = pr.x0
-            result = pr.mix(a, 0.0, numeric.div(c_s.sigma, c_t.sigma) * numeric.exp(-eh))
-            prev = history.get(0, p)
-            if prev is not None:
-                r = numeric.div(lam_t - prev[0], h)
-                k = numeric.div(0.5 * a, r)
-                result = numeric.select(usable(r), weighted([(1.0, result), (k, x0), (-k, prev[1])]), result)
-            if self.stochastic:
-                scale = c_s.sigma * numeric.sqrt(-numeric.expm1(-2.0 * eh)) * self.s_noise
-                result = result + scale * noise_like(xp, generator)
-            out[p] = land_on_data(c_s, x0, result)
+            noise = noise_like(xp, generator) * self.s_noise if self.stochastic else None
+            out[p], x0, lam_t = dpmpp_2m_step(
+                pred[p], times.c_from[p], times.c_to[p], history.get(0, p), self.eta, noise
+            )
             entry[p] = (lam_t, x0)
         return Step(out, pred, history.push(entry, 1))
 

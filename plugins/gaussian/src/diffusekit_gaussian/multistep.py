@@ -21,8 +21,6 @@ their history allows.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import attrs
 import numpy
 import torch
@@ -94,15 +92,16 @@ def _eps_update(pred, c_t, c_s, current_weight: Scalar, earlier: list[tuple[Scal
 
 
 class _EpsMultistep(Sampler):
-    """Shared loop: history of (rho, eps) per part, newest first."""
+    """Shared loop: history of (rho, eps) per part, newest first; subclasses give ``solver_order`` and ``weights``."""
 
-    history_length: ClassVar[int] = 3
+    solver_order: int
 
     def weights(self, rho: list[Scalar], c_t, c_s) -> list[Scalar]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def max_order(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @property
+    def order(self) -> int:  # type: ignore[override]
+        return self.solver_order
 
     def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
         history = carry or History()
@@ -113,29 +112,22 @@ class _EpsMultistep(Sampler):
             eps = pr.eps
             rho_t = c_t.sigma_tilde
             entry[p] = (rho_t, eps)
-            order = min(self.max_order(), 1 + len(history.entries))
+            order = min(self.solver_order, 1 + len(history.entries))
             earlier = [history.entries[k][p] for k in range(order - 1)]
             w = self.weights([rho_t] + [r for r, _ in earlier], c_t, c_s)
             result = _eps_update(pr, c_t, c_s, w[0], list(zip(w[1:], [e for _, e in earlier], strict=True)))
             out[p] = land_on_data(c_s, pr.x0, result)
-        return Step(out, pred, history.push(entry, self.max_order() - 1))
+        return Step(out, pred, history.push(entry, self.solver_order - 1))
 
 
 @attrs.frozen
 class LMS(_EpsMultistep):
     r"""Linear multistep (k-diffusion's ``sample_lms``; ρAB-DEIS of Zhang & Chen, 2023): Lagrange polynomial of :math:`\hat\varepsilon` in ρ, integrated exactly.
 
-    Order ``lms_order`` (1–4), one evaluation per step.
+    Order ``solver_order`` (1–4), one evaluation per step.
     """
 
-    lms_order: int = attrs.field(default=4, validator=[v.ge(1), v.le(4)])
-
-    @property
-    def order(self) -> int:  # type: ignore[override]
-        return self.lms_order
-
-    def max_order(self) -> int:
-        return self.lms_order
+    solver_order: int = attrs.field(default=4, validator=[v.ge(1), v.le(4)])
 
     def weights(self, rho, c_t, c_s):
         step = c_s.sigma_tilde - c_t.sigma_tilde
@@ -148,17 +140,10 @@ class DEIS(_EpsMultistep):
     r"""DEIS (Zhang & Chen, 2023) with the polynomial in :math:`u = \log\rho` (diffusers' ``logrho``).
 
     :math:`w_j = \int_{u_t}^{u_s} L_j(u)e^u du`, by Gauss–Legendre quadrature in the
-    step's normalised variable. Order ``deis_order`` (1–3), one evaluation per step.
+    step's normalised variable. Order ``solver_order`` (1–3), one evaluation per step.
     """
 
-    deis_order: int = attrs.field(default=3, validator=[v.ge(1), v.le(3)])
-
-    @property
-    def order(self) -> int:  # type: ignore[override]
-        return self.deis_order
-
-    def max_order(self) -> int:
-        return self.deis_order
+    solver_order: int = attrs.field(default=3, validator=[v.ge(1), v.le(3)])
 
     def weights(self, rho, c_t, c_s):
         u = [numeric.log(r) for r in rho]
@@ -172,7 +157,7 @@ _AB = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -
 
 @attrs.frozen
 class IPNDM(_EpsMultistep):
-    r"""iPNDM (Zhang & Chen, 2023, App. D.3): Adams–Bashforth weights of order ``ipndm_order`` on :math:`\hat\varepsilon`, warming up from order 1.
+    r"""iPNDM (Zhang & Chen, 2023, App. D.3): Adams–Bashforth weights of order ``solver_order`` on :math:`\hat\varepsilon`, warming up from order 1.
 
     :math:`\tilde x_s = \tilde x_t + (\rho_s - \rho_t)\sum_j c_j\hat\varepsilon_j` with the
     constant-step coefficients (e.g. 55/24, −59/24, 37/24, −9/24). The weights ignore the
@@ -180,14 +165,11 @@ class IPNDM(_EpsMultistep):
     order 2 (measured), though it is very accurate at small NFE. One evaluation per step.
     """
 
-    ipndm_order: int = attrs.field(default=4, validator=[v.ge(1), v.le(4)])
+    solver_order: int = attrs.field(default=4, validator=[v.ge(1), v.le(4)])
 
     @property
     def order(self) -> int:  # type: ignore[override]
-        return min(self.ipndm_order, 2)
-
-    def max_order(self) -> int:
-        return self.ipndm_order
+        return min(self.solver_order, 2)
 
     def weights(self, rho, c_t, c_s):
         step = c_s.sigma_tilde - c_t.sigma_tilde
