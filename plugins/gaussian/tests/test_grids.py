@@ -52,7 +52,7 @@ def test_fitting_lowers_the_endpoint_error():
         )
     start = LogSNRGrid(steps=4).times(EDM())
     assert torch.allclose(
-        torch.tensor(grid_fit.sigmas_from(torch.zeros(3, dtype=torch.float64), 80.0, 0.002)),
+        grid_fit.sigmas_from(torch.zeros(3, dtype=torch.float64), 80.0, 0.002),
         torch.exp(-0.5 * EDM().log_snr(start[:-1])),
     )
 
