@@ -18,10 +18,10 @@ test: $(STAMP)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml plugins/gaussian/pyproject.toml scripts/install-torch.sh
+$(STAMP): pyproject.toml plugins/gaussian/pyproject.toml plugins/masked/pyproject.toml scripts/install-torch.sh
 	$(PYTHON) -m venv $(VENV)
 	scripts/install-torch.sh $(BIN)/python
-	$(BIN)/python -m pip install -e ".[test]" -e plugins/gaussian
+	$(BIN)/python -m pip install -e ".[test]" -e plugins/gaussian -e plugins/masked
 	touch $(STAMP)
 
 ## bench: the three benchmarks of docs/benchmarks.md (installs diffusers and k-diffusion into .venv)

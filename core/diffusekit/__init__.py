@@ -25,13 +25,25 @@ from diffusekit.guidance import Guidance
 from diffusekit.hookspecs import hookimpl
 from diffusekit.method import Method
 from diffusekit.network import Network
-from diffusekit.parameterization import GaussianParameterization, Parameterization, Prepared
+from diffusekit.parameterization import (
+    CategoricalParameterization,
+    GaussianParameterization,
+    Parameterization,
+    Prepared,
+)
 from diffusekit.pipeline import Pipeline, build, load, pretrained
 from diffusekit.plugins import get_registry
-from diffusekit.prediction import Prediction
+from diffusekit.prediction import CategoricalPrediction, Prediction
 from diffusekit.recipe import ComponentSpec, PartSpec, Recipe, SampleConfig, TrainConfig, load_recipe, save_recipe
 from diffusekit.sampler import Sampler, Step, StepTimes, TimeGrid, TimePlan, coefficients_at, hold_fixed, invert
-from diffusekit.schedule import CategoricalSchedule, Corrupted, GaussianCoefficients, GaussianSchedule, Schedule
+from diffusekit.schedule import (
+    CategoricalCoefficients,
+    CategoricalSchedule,
+    Corrupted,
+    GaussianCoefficients,
+    GaussianSchedule,
+    Schedule,
+)
 from diffusekit.state import DEFAULT_PART, align_time
 from diffusekit.training import train
 
@@ -49,6 +61,9 @@ def resolve(kind: str, name: str) -> type:
 __all__ = [
     "DEFAULT_PART",
     "AmbiguousComponent",
+    "CategoricalCoefficients",
+    "CategoricalParameterization",
+    "CategoricalPrediction",
     "CategoricalSchedule",
     "Checkpoint",
     "CheckpointError",

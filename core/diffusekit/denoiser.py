@@ -57,6 +57,11 @@ class Denoiser:
     def parts(self) -> tuple[str, ...]:
         return tuple(self.schedules)
 
+    @property
+    def time_conditioned(self) -> bool:
+        """Whether the network reads the noise level (a module may set ``time_conditioned = False``)."""
+        return bool(getattr(self.network, "time_conditioned", True))
+
     def prepare(self, x: Parts, t: PartTimes, coef: Mapping[str, Any] | None = None) -> dict[str, Prepared]:
         if len(x) != len(self.schedules) or any(p not in self.schedules for p in x):
             raise ShapeError(f"the state has parts {sorted(x)}; this denoiser expects {sorted(self.schedules)}")

@@ -9,8 +9,15 @@ denoiser unchanged (the conformance kit checks that it does).
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+import torch
+from torch import Tensor
+
+from diffusekit.condition import Condition
 from diffusekit.denoiser import DenoiserLike
+from diffusekit.state import Parts, PartTimes, batch_size
 
 
 class Guidance(abc.ABC):
@@ -23,3 +30,24 @@ class Guidance(abc.ABC):
     @abc.abstractmethod
     def neutral(self) -> Guidance:
         """The same guidance with the setting under which it changes nothing."""
+
+
+def evaluate_batched(
+    inner: DenoiserLike, x: Parts, t: PartTimes, coef: Mapping[str, Any] | None, conditions: Sequence[Condition]
+) -> list[dict[str, Any]]:
+    """The denoiser under each condition, as one batch of ``len(conditions) * B``."""
+    n, k = batch_size(x), len(conditions)
+
+    def repeat(value: Tensor) -> Tensor:
+        return torch.cat([value] * k) if value.ndim and value.shape[0] == n else value
+
+    joint = conditions[0]
+    for c in conditions[1:]:
+        joint = joint.cat(c)
+    out = inner(
+        {p: repeat(v) for p, v in x.items()},
+        {p: repeat(v) for p, v in t.items()},
+        joint,
+        None if coef is None else {p: c.map_tensors(repeat) for p, c in coef.items()},
+    )
+    return [{p: pred.take(slice(i * n, (i + 1) * n)) for p, pred in out.items()} for i in range(k)]

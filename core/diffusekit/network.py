@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import abc
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 
 class Network(abc.ABC):
@@ -22,3 +23,8 @@ class Network(abc.ABC):
     def example_shape(self) -> tuple[int, ...] | None:
         """The per-sample input shape of a typical call, for the conformance kit (``None``: not checked)."""
         return None
+
+    def example_input(self, batch: int, generator: torch.Generator) -> Tensor | None:
+        """A typical input batch for the conformance kit: Gaussian noise of :meth:`example_shape` by default."""
+        shape = self.example_shape()
+        return None if shape is None else torch.randn(batch, *shape, generator=generator)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
-from diffusekit.prediction import Prediction, from_x0_eps
+from diffusekit.prediction import CategoricalPrediction, Prediction, from_x0_eps
 from diffusekit.schedule import Coefficients, Corrupted, GaussianCoefficients, GaussianSchedule, Schedule
 
 
@@ -90,3 +90,29 @@ class GaussianParameterization(Parameterization):
         assert corrupted.noise is not None
         target = self.target(x0, corrupted.noise, prepared.x, prepared.context)
         return torch.square(raw - target)
+
+
+class CategoricalParameterization(Parameterization):
+    r"""A parameterization for categorical parts: the network maps tokens to logits over the clean token.
+
+    The network sees the tokens themselves and the time; :meth:`transform` turns its
+    raw logits into the prediction's logits (identity here; MDLM's SUBS overrides it),
+    and the default loss is the cross-entropy of the clean tokens, :math:`-\log p_\theta(x_0 \mid x_t)`.
+    """
+
+    kind: ClassVar[str] = "categorical"
+
+    def transform(self, raw: Tensor, prepared: Prepared) -> Tensor:
+        return raw
+
+    def prepare(self, schedule: Schedule, x: Tensor, t: Tensor, coef: Coefficients | None = None) -> Prepared:
+        if coef is None:
+            coef = schedule.coefficients(t).align(x)
+        return Prepared(x, t, x, coef)
+
+    def output(self, raw: Tensor, prepared: Prepared) -> CategoricalPrediction:
+        return CategoricalPrediction(self.transform(raw, prepared), prepared.x, prepared.context)
+
+    def loss(self, raw: Tensor, prepared: Prepared, x0: Tensor, corrupted: Corrupted) -> Tensor:
+        logits = self.transform(raw, prepared).float()
+        return -torch.log_softmax(logits, dim=-1).gather(-1, x0.unsqueeze(-1)).squeeze(-1)

@@ -17,7 +17,7 @@ predictions (guidance) commutes with them.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import torch
@@ -183,3 +183,40 @@ class Prediction:
     def take(self, index: slice) -> Prediction:
         """Rows ``index`` of a batched prediction."""
         return Prediction(self.kind, self.value[index], self.x[index], self.coef.take(index))
+
+
+@attrs.define(eq=False)
+class CategoricalPrediction:
+    """A denoiser's output for one categorical part: logits over the clean token of every element.
+
+    ``value`` has shape ``(*x.shape, num_classes)``; ``x`` are the current (noisy)
+    tokens and ``coef`` the schedule's coefficients there. Guidance combines the
+    logits linearly (``with_value``), as for Gaussian predictions.
+    """
+
+    value: Tensor
+    x: Tensor
+    coef: Any
+
+    @property
+    def logits(self) -> Tensor:
+        return self.value
+
+    @property
+    def log_probs(self) -> Tensor:
+        return torch.log_softmax(self.value.float(), dim=-1)
+
+    @property
+    def probs(self) -> Tensor:
+        return torch.softmax(self.value.float(), dim=-1)
+
+    @property
+    def x0(self) -> Tensor:
+        """The most likely clean token of every element (what progress callbacks show)."""
+        return self.value.argmax(-1)
+
+    def with_value(self, value: Tensor) -> CategoricalPrediction:
+        return CategoricalPrediction(value, self.x, self.coef)
+
+    def take(self, index: slice) -> CategoricalPrediction:
+        return CategoricalPrediction(self.value[index], self.x[index], None if self.coef is None else self.coef.take(index))

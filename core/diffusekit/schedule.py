@@ -82,8 +82,11 @@ class Coefficients:
         return type(self)(*(fn(v) if isinstance(v, Tensor) else v for v in self._values()))
 
     def align(self: C, x: Tensor) -> C:
-        """Reshaped to broadcast against ``x`` (see :func:`~diffusekit.state.align_time`), in its dtype."""
-        return self.map_tensors(lambda v: align_time(v, x).to(x.dtype))
+        """Reshaped to broadcast against ``x`` (see :func:`~diffusekit.state.align_time`), in its dtype if it
+        is floating point (token tensors are integers: their coefficients stay float64)."""
+        if x.is_floating_point():
+            return self.map_tensors(lambda v: align_time(v, x).to(x.dtype))
+        return self.map_tensors(lambda v: align_time(v, x))
 
     def take(self: C, index: slice) -> C:
         """Rows ``index`` of fields with a batch dimension; broadcast fields and floats unchanged."""
@@ -165,12 +168,13 @@ class GaussianSchedule(Schedule):
 
 
 class CategoricalSchedule(Schedule):
-    r"""A categorical forward process over ``num_classes`` values.
+    r"""A categorical forward process over ``num_classes`` token values (a mask token included, if any).
 
     Each element keeps its value with probability :math:`\alpha_t` (the
-    keep-probability, 1 at t = 0 and decreasing) and is otherwise resampled from the
-    schedule's limit distribution (a mask token for absorbing diffusion, uniform for
-    D3PM-uniform).
+    keep-probability: 1 at t = 0, 0 at t = 1, decreasing) and is otherwise corrupted
+    towards the process's limit (a mask token for absorbing diffusion, uniform noise
+    for D3PM-uniform, ...; Austin et al., 2021; Shi et al., 2024). Tokens are integer
+    tensors; ``corrupt`` and ``prior`` return them whatever ``dtype`` is asked for.
     """
 
     kind: ClassVar[str] = "categorical"
@@ -180,12 +184,42 @@ class CategoricalSchedule(Schedule):
     def keep_probability(self, t: Tensor) -> Tensor:
         """:math:`\\alpha_t`, same shape as ``t``."""
 
+    @abc.abstractmethod
+    def d_keep_probability(self, t: Tensor) -> Tensor:
+        """:math:`\\dot\\alpha_t = d\\alpha_t/dt` (at most 0), same shape as ``t``."""
+
+    absorbing: ClassVar[bool] = False
+    """Whether corrupted tokens become a mask token that never changes again (then ``mask_token`` is its id)."""
+    mask_token: ClassVar[int | None] = None
+
     def coefficients(self, t: Tensor) -> CategoricalCoefficients:
-        return CategoricalCoefficients(self.keep_probability(t))
+        return CategoricalCoefficients(self.keep_probability(t), self.d_keep_probability(t))
+
+    @abc.abstractmethod
+    def likelihood(self, x_t: Tensor, keep_s: Scalar, keep_t: Scalar) -> Tensor:
+        r""":math:`q(x_t \mid x_s)` as a function of :math:`x_s`: shape ``(*x_t.shape, K)`` (keep-probabilities at s and t)."""
+
+    @abc.abstractmethod
+    def marginal(self, probs_x0: Tensor, keep: Scalar) -> Tensor:
+        r""":math:`\sum_{x_0}\hat p(x_0)\,q(x_s \mid x_0)` for clean-token probabilities ``(..., K)`` at keep-probability α_s."""
+
+    def posterior(
+        self, x_t: Tensor, probs_x0: Tensor, c_s: CategoricalCoefficients, c_t: CategoricalCoefficients
+    ) -> Tensor:
+        r"""The reverse step :math:`q(x_s \mid x_t) \propto q(x_t \mid x_s)\sum_{x_0}\hat p(x_0)q(x_s \mid x_0)` (Austin et al., 2021, eq. 4)."""
+        joint = self.likelihood(x_t, c_s.keep_probability, c_t.keep_probability) * self.marginal(
+            probs_x0, c_s.keep_probability
+        )
+        return joint / joint.sum(-1, keepdim=True).clamp_min(1e-30)
+
+    def time_from_keep(self, alpha: Tensor) -> Tensor:
+        """The time at which the keep-probability is ``alpha`` (needed by first-hitting samplers)."""
+        raise NotImplementedError(f"{type(self).__name__} does not invert its keep-probability")
 
 
 @attrs.define(eq=False)
 class CategoricalCoefficients(Coefficients):
-    """The coefficients of a categorical schedule: the keep-probability :math:`\\alpha_t`."""
+    """The coefficients of a categorical schedule: the keep-probability :math:`\\alpha_t` and its derivative."""
 
     keep_probability: Scalar
+    d_keep_probability: Scalar

@@ -19,18 +19,20 @@ import attrs
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from torch import Tensor
 
 from diffusekit.condition import ClassLabel, Condition
 from diffusekit.data import Data, Dataset
 from diffusekit.guidance import Guidance
 from diffusekit.method import Method
 from diffusekit.network import Network
-from diffusekit.parameterization import GaussianParameterization
+from diffusekit.parameterization import CategoricalParameterization, GaussianParameterization
 from diffusekit.recipe import dumps_json, dumps_toml, instantiate, loads_json, loads_toml, spec_of, validate
 from diffusekit.registry import Entry, Registry
 from diffusekit.sampler import Sampler, TimeGrid
 from diffusekit.schedule import CategoricalSchedule, GaussianSchedule, Schedule
 from diffusekit.testing import strategies as dst
+from diffusekit.testing.categorical import ReferenceAbsorbing, SequenceOracle
 from diffusekit.testing.oracle import GaussianMixture, OracleDenoiser
 from diffusekit.testing.reference import TrigonometricSchedule
 
@@ -171,10 +173,53 @@ def gaussian_schedule_contracts(s: GaussianSchedule) -> dict[str, tuple[str, Cal
 
 
 def categorical_schedule_contracts(s: CategoricalSchedule) -> dict[str, tuple[str, Callable[[], None]]]:
+    k = s.num_classes
+
     def endpoints() -> None:
         k0, k1 = float(s.keep_probability(_t(0.0))), float(s.keep_probability(_t(1.0)))
         assert k0 == 1.0, f"keep-probability at t=0 must be 1, got {k0}"
-        assert 0.0 <= k1 < 1.0, f"keep-probability at t=1 must lie in [0, 1), got {k1}"
+        assert 0.0 <= k1 <= 1e-6, f"keep-probability at t=1 must be 0, got {k1}"
+        prior = s.prior((64,), generator=_g(0))
+        assert prior.dtype == torch.long and bool(((prior >= 0) & (prior < k)).all()), "prior tokens out of range"
+
+    @prop(dst.times(min_value=0.02, max_value=0.98))
+    def derivative(t: float) -> None:
+        h = 1e-6
+        numeric_slope = (s.keep_probability(_t(t + h)) - s.keep_probability(_t(t - h))) / (2 * h)
+        _close(s.d_keep_probability(_t(t)), numeric_slope, f"d_keep_probability at t={t}", rtol=1e-4, atol=1e-6)
+
+    def transition(a_s: float, a_t: float) -> Tensor:
+        # Q[i, j] = q(x_t = j | x_s = i) from the likelihood of every possible x_t
+        return s.likelihood(torch.arange(k), a_s, a_t).T.to(torch.float64)
+
+    @prop(dst.times(), dst.times(), dst.times())
+    def kernels_compose(a: float, b: float, c: float) -> None:
+        lo, mid, hi = sorted((a, b, c))
+        keep = [float(s.keep_probability(_t(v))) for v in (lo, mid, hi)]
+        assume(keep[0] > 1e-9 and keep[1] > 1e-9)
+        q_sm, q_mt, q_st = transition(keep[0], keep[1]), transition(keep[1], keep[2]), transition(keep[0], keep[2])
+        _close(q_sm.sum(1), torch.ones(k, dtype=torch.float64), "rows of Q sum to 1", rtol=1e-6, atol=1e-6)
+        assert bool((q_sm >= -1e-12).all()), "Q has negative entries"
+        _close(q_sm @ q_mt, q_st, f"Q({lo}->{mid}) Q({mid}->{hi}) = Q({lo}->{hi})", rtol=1e-5, atol=1e-6)
+        clean = s.marginal(torch.eye(k, dtype=torch.float64), 1.0)
+        _close(
+            clean @ transition(1.0, keep[2]),
+            s.marginal(torch.eye(k, dtype=torch.float64), keep[2]).to(torch.float64),
+            "marginal(x0, alpha_t) = q(x_t | x0)",
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+    def corruption_follows_marginal() -> None:
+        n = 40000
+        for t in (0.3, 0.8):
+            x0 = torch.full((n,), k // 2 if not s.absorbing else 0, dtype=torch.long)
+            xt = s.corrupt(x0, _t(t), _g(4)).x_t
+            empirical = torch.bincount(xt, minlength=k).to(torch.float64) / n
+            onehot = torch.nn.functional.one_hot(x0[:1], k).to(torch.float64)
+            expected = s.marginal(onehot, float(s.keep_probability(_t(t))))[0].to(torch.float64)
+            tv = 0.5 * (empirical - expected).abs().sum().item()
+            assert tv < 0.02, f"corrupted tokens at t={t} deviate from q(x_t | x0) by TV {tv:.3f}"
 
     @prop(dst.times(), dst.times())
     def monotone(a: float, b: float) -> None:
@@ -198,7 +243,10 @@ def categorical_schedule_contracts(s: CategoricalSchedule) -> dict[str, tuple[st
         assert torch.equal(a, b), f"a time tensor of shape {tshape} filled with {t} must equal the scalar time"
 
     return {
-        "endpoints": ("keep-probability is 1 at t = 0 and below 1 at t = 1", endpoints),
+        "endpoints": ("keep-probability is 1 at t = 0 and 0 at t = 1; prior tokens in range", endpoints),
+        "derivative": ("d_keep_probability matches finite differences", derivative),
+        "kernels_compose": ("transition matrices are row-stochastic and Q(s->t) Q(t->u) = Q(s->u)", kernels_compose),
+        "corruption_follows_marginal": ("corrupted tokens are distributed as q(x_t | x0)", corruption_follows_marginal),
         "monotone_keep_probability": ("keep-probability decreases in t", monotone),
         "identity_at_zero": ("corruption at t = 0 is the identity", identity_at_zero),
         "per_element_time": ("a time tensor equal to a scalar gives the scalar's result", per_element_time),
@@ -395,6 +443,109 @@ def gaussian_sampler_contracts(sampler: Sampler) -> dict[str, tuple[str, Callabl
     return out
 
 
+# --- categorical parameterizations and samplers -----------------------------------------------------
+
+
+def categorical_parameterization_contracts(p: CategoricalParameterization) -> dict[str, tuple[str, Callable[[], None]]]:
+    schedule = ReferenceAbsorbing(num_classes=5)
+
+    @prop(st.integers(1, 4), st.integers(1, 6), dst.interior_times(0.02), st.integers(0, 2**31 - 1))
+    def distributions(batch: int, length: int, t: float, seed: int) -> None:
+        g = _g(seed)
+        x0 = torch.randint(0, 4, (batch, length), generator=g)
+        xt = schedule.corrupt(x0, _t(t), g).x_t
+        raw = torch.randn(batch, length, 5, generator=g)
+        prepared = p.prepare(schedule, xt, _t(t))
+        probs = p.output(raw, prepared).probs
+        assert probs.shape == (batch, length, 5), f"prediction shape {tuple(probs.shape)}"
+        _close(probs.sum(-1), torch.ones(batch, length), "probabilities sum to 1", rtol=1e-5, atol=1e-5)
+        loss = p.loss(raw, prepared, x0, None)
+        assert loss.shape == (batch, length) and bool(torch.isfinite(loss).all()) and bool((loss >= 0).all()), (
+            "the loss must be finite and non-negative per token"
+        )
+        full = p.prepare(schedule, xt, torch.full((batch,), t, dtype=F64))
+        _close(p.output(raw, full).probs, probs, "per-sample time equal to a scalar", rtol=1e-6, atol=1e-7)
+
+    return {
+        "distributions": ("predictions are distributions over the classes; finite, non-negative loss", distributions)
+    }
+
+
+def categorical_sampler_contracts(sampler: Sampler) -> dict[str, tuple[str, Callable[[], None]]]:
+    schedule = ReferenceAbsorbing(num_classes=4)
+    oracle = SequenceOracle.markov_chain(schedule, 4, 3, seed=0)
+    stochastic = bool(sampler.stochastic)
+
+    def run(x, steps: int, seed: int) -> Tensor:
+        return sampler.sample(oracle, x, _grid(steps), generator=_g(seed))
+
+    def deterministic() -> None:
+        assert torch.equal(run((64, 4), 8, 3), run((64, 4), 8, 3)), "the same generator must give the same samples"
+
+    def completes() -> None:
+        out = run((256, 4), 6, 1)
+        assert out.dtype == torch.long and out.shape == (256, 4), f"tokens of shape {tuple(out.shape)} and {out.dtype}"
+        assert bool((out < 3).all() & (out >= 0).all()), "sampling to t = 0 must leave only real tokens"
+
+    @prop(st.integers(1, 5), dst.interior_times(0.05), st.floats(0.05, 0.95), st.integers(0, 2**31 - 1))
+    def per_element_time(batch: int, t: float, frac: float, seed: int) -> None:
+        x = {"x": schedule.corrupt(torch.randint(0, 3, (batch, 4), generator=_g(seed)), _t(t), _g(seed + 1)).x_t}
+        s = t * frac
+        a = sampler.step(oracle, x, {"x": _t(t)}, {"x": _t(s)}, generator=_g(seed)).x["x"]
+        b = sampler.step(
+            oracle,
+            x,
+            {"x": torch.full((batch,), t, dtype=F64)},
+            {"x": torch.full((batch,), s, dtype=F64)},
+            generator=_g(seed),
+        ).x["x"]
+        assert torch.equal(a, b), "per-sample times equal to a scalar must give the scalar's step"
+
+    @prop(st.integers(1, 5), st.integers(0, 2**31 - 1))
+    def unchanged_where_time_is_fixed(batch: int, seed: int) -> None:
+        # the first two tokens are given (held at t = 0), the rest are masked and move
+        given = torch.randint(0, 3, (batch, 2), generator=_g(seed))
+        x = {"x": torch.cat([given, torch.full((batch, 2), 3)], dim=1)}
+        t_from = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=F64).expand(batch, 4)
+        t_to = torch.zeros(batch, 4, dtype=F64)
+        out = sampler.step(oracle, x, {"x": t_from}, {"x": t_to}, generator=_g(seed)).x["x"]
+        assert torch.equal(out[:, :2], given), "tokens whose time does not change must be returned untouched"
+        assert bool((out[:, 2:] < 3).all()), "tokens stepped to t = 0 must be unmasked"
+
+    def reproduces_target() -> None:
+        out = run((20000, 4), 64, 7)
+        tv = 0.5 * (oracle.empirical(out) - oracle.distribution()).abs().sum().item()
+        assert tv < 0.05, f"samples deviate from the exact Markov-chain distribution by TV {tv:.3f}"
+
+    def thread_safe() -> None:
+        expected = [run((32, 4), 6, i) for i in range(4)]
+        got: list[Any] = [None] * 4
+
+        def work(i: int) -> None:
+            got[i] = run((32, 4), 6, i)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True)), "concurrent sampling differs"
+
+    out = {
+        "deterministic": ("samples are a function of the generator", deterministic),
+        "completes": ("sampling to t = 0 leaves only real tokens", completes),
+        "per_element_time": ("per-sample times equal to a scalar give the scalar's step", per_element_time),
+        "unchanged_where_time_is_fixed": ("tokens held at their time are untouched", unchanged_where_time_is_fixed),
+        "thread_safe": ("sampling from 4 threads equals sequential sampling", thread_safe),
+    }
+    if stochastic:
+        out["reproduces_target"] = (
+            "driven by the exact denoiser, samples follow the exact distribution",
+            reproduces_target,
+        )
+    return out
+
+
 # --- grids -------------------------------------------------------------------------------------
 
 
@@ -498,17 +649,18 @@ def network_contracts(network: Network) -> dict[str, tuple[str, Callable[[], Non
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "initialisation must follow the seed"
 
     def forward() -> None:
-        shape = network.example_shape()
-        if shape is None:
+        x = network.example_input(3, _g(2))
+        if x is None:
             return
         module = build()
         with torch.no_grad():
             for p in module.parameters():  # zero-initialised outputs would hide shape bugs
                 p.add_(0.01 * torch.randn(p.shape, generator=_g(1)))
-            x = torch.randn(3, *shape, generator=_g(2))
             a = module(x, torch.tensor(0.3), None)
             b = module(x, torch.full((3,), 0.3), None)
-        assert a.shape == x.shape, f"output shape {tuple(a.shape)} differs from input shape {tuple(x.shape)}"
+        assert a.shape[: x.ndim] == x.shape, (
+            f"output shape {tuple(a.shape)} does not start with the input's {tuple(x.shape)}"
+        )
         assert bool(torch.isfinite(a).all()), "non-finite output"
         _close(a, b, "scalar vs per-sample noise level", rtol=1e-5, atol=1e-6)
 
@@ -582,6 +734,10 @@ def _kind_contracts(entry: Entry, obj: Any, registry: Registry | None) -> dict[s
         return gaussian_parameterization_contracts(obj)
     if entry.kind == "sampler" and "gaussian" in obj.supports:
         return gaussian_sampler_contracts(obj)
+    if entry.kind == "sampler" and "categorical" in obj.supports:
+        return categorical_sampler_contracts(obj)
+    if entry.kind == "parameterization" and isinstance(obj, CategoricalParameterization):
+        return categorical_parameterization_contracts(obj)
     if entry.kind == "grid":
         return grid_contracts(obj, registry)
     if entry.kind == "guidance":

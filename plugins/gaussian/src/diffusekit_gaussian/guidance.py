@@ -9,36 +9,16 @@ as a single batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 import torch
 from attrs import validators as v
 from diffusekit import Condition, ConditionList, DenoiserLike, Guidance, Prediction, ShapeError
-from diffusekit.state import Parts, PartTimes, batch_size
+from diffusekit.guidance import evaluate_batched
+from diffusekit.state import Parts, PartTimes
 from torch import Tensor
-
-
-def evaluate_batched(
-    inner: DenoiserLike, x: Parts, t: PartTimes, coef: Mapping[str, Any] | None, conditions: Sequence[Condition]
-) -> list[dict[str, Prediction]]:
-    """The denoiser under each condition, as one batch of ``len(conditions) * B``."""
-    n, k = batch_size(x), len(conditions)
-
-    def repeat(value: Tensor) -> Tensor:
-        return torch.cat([value] * k) if value.ndim and value.shape[0] == n else value
-
-    joint = conditions[0]
-    for c in conditions[1:]:
-        joint = joint.cat(c)
-    out = inner(
-        {p: repeat(v) for p, v in x.items()},
-        {p: repeat(v) for p, v in t.items()},
-        joint,
-        None if coef is None else {p: c.map_tensors(repeat) for p, c in coef.items()},
-    )
-    return [{p: pred.take(slice(i * n, (i + 1) * n)) for p, pred in out.items()} for i in range(k)]
 
 
 def sigma_tilde(inner: DenoiserLike, part: str, x: Tensor, t: Tensor, coef: Mapping[str, Any] | None):
