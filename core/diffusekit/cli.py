@@ -206,17 +206,17 @@ def _write_samples(pipeline: Any, samples: Any, condition: Any, out: Path) -> li
     out.mkdir(parents=True, exist_ok=True)
     path = out / "samples.safetensors"
     save_file({k: v.contiguous() for k, v in as_parts(samples).items()}, str(path))
-    written = [path]
-    if pipeline.method is not None:
-        written.extend(pipeline.method.write_outputs(samples, condition, out))
-    return written
+    return [path]
 
 
 def _sample_and_write(pipeline: Any, num: int | None, out: Path, progress: bool) -> None:
     num = pipeline.recipe.sample.num if num is None else num
-    condition = pipeline.method.condition(num) if pipeline.method is not None else None
-    samples = pipeline.sample(num, condition=condition, progress=progress)
-    for path in _write_samples(pipeline, samples, condition, out):
+    if pipeline.method is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        written = pipeline.method.generate(pipeline, num, out, progress)
+    else:
+        written = _write_samples(pipeline, pipeline.sample(num, progress=progress), None, out)
+    for path in written:
         click.echo(f"wrote {path}")
 
 

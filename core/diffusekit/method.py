@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -38,3 +38,10 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def write_outputs(self, samples: State, condition: Condition | None, out_dir: Path) -> list[Path]:
         """Write samples as files people can look at; return their paths."""
+
+    def generate(self, pipeline: Any, num: int, out_dir: Path, progress: bool = False) -> list[Path]:
+        """The main job of ``diffusekit run``/``sample``: by default draw ``num`` samples with
+        :meth:`condition` and :meth:`write_outputs`; a method may do more (solve puzzles, ...)."""
+        condition = self.condition(num)
+        samples = pipeline.sample(num, condition=condition, progress=progress)
+        return self.write_outputs(samples, condition, out_dir)

@@ -219,4 +219,6 @@ class CategoricalPrediction:
         return CategoricalPrediction(value, self.x, self.coef)
 
     def take(self, index: slice) -> CategoricalPrediction:
-        return CategoricalPrediction(self.value[index], self.x[index], None if self.coef is None else self.coef.take(index))
+        return CategoricalPrediction(
+            self.value[index], self.x[index], None if self.coef is None else self.coef.take(index)
+        )

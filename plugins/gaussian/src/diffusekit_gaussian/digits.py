@@ -9,6 +9,7 @@ import attrs
 import torch
 from diffusekit import ClassLabel, ComponentSpec, Data, Dataset, Method, PartSpec, Recipe, SampleConfig, TrainConfig
 from diffusekit.state import State
+from safetensors.torch import save_file
 
 from diffusekit_gaussian.images import save_grid, to_uint8
 
@@ -85,9 +86,11 @@ class DigitsMethod(Method):
     def write_outputs(self, samples: State, condition: ClassLabel | None, out_dir: Path) -> list[Path]:
         """One PNG grid per digit (``digit_0.png`` ...) and ``grid.png`` with a row per digit."""
         assert isinstance(samples, torch.Tensor)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_file({"x": samples.contiguous()}, str(out_dir / "samples.safetensors"))
         images = to_uint8(samples)
         labels = condition.labels.cpu() if condition is not None else torch.zeros(len(images), dtype=torch.long)
-        written = []
+        written = [out_dir / "samples.safetensors"]
         per_class = []
         for digit in range(10):
             chosen = images[labels == digit]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from diffusekit import hookimpl
 
-from diffusekit_masked import guidance, networks, parameterizations, samplers, schedules
+from diffusekit_masked import guidance, networks, parameterizations, samplers, schedules, sudoku, text
 
 SAMPLERS = {
     "ancestral": samplers.Ancestral,
@@ -45,3 +45,15 @@ def register_guidances(register):
 @hookimpl
 def register_networks(register):
     register(networks.Transformer, name="transformer")
+
+
+@hookimpl
+def register_datasets(register):
+    register(sudoku.SudokuGrids, name="sudoku_grids")
+    register(text.Shakespeare, name="shakespeare")
+
+
+@hookimpl
+def register_methods(register):
+    register(sudoku.SudokuMethod, name="sudoku")
+    register(text.TextMethod, name="text")

@@ -1,0 +1,91 @@
+"""Sudoku grids and puzzles, the text corpus and the two methods (with tiny, untrained networks)."""
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+import diffusekit as dk
+from diffusekit.recipe import apply_overrides
+from diffusekit_masked import sudoku, sudoku_grids, text
+
+
+def test_generated_grids_are_valid_distinct_and_puzzles_keep_their_givens():
+    rng = random.Random(3)
+    grids = [sudoku_grids.random_grid(rng) for _ in range(300)]
+    assert all(sudoku_grids.is_valid(g) for g in grids)
+    assert len({tuple(g) for g in grids}) == 300
+    puzzle = sudoku_grids.puzzle(grids[0], 30, rng)
+    assert sum(c >= 0 for c in puzzle) == 30
+    assert sudoku_grids.solves(grids[0], puzzle)
+    broken = list(grids[0])
+    broken[0], broken[1] = broken[1], broken[0]
+    assert not sudoku_grids.is_valid(broken) and not sudoku_grids.solves(broken, puzzle)
+    changed = list(grids[0])
+    assert not sudoku_grids.solves(grids[1], puzzle) or grids[1] == changed
+
+
+def test_held_out_puzzles_do_not_come_from_the_training_grids():
+    train = {tuple(g) for g in sudoku.SudokuGrids(count=2000).load().parts["x"].tolist()}
+    puzzles, solutions = sudoku.test_puzzles(200, givens=30)
+    assert not train & {tuple(s) for s in solutions.tolist()}
+    assert bool(((puzzles == sudoku.MASK).sum(1) == 51).all())
+    assert sudoku.solved_fraction(solutions, puzzles) == 1.0
+    assert sudoku.solved_fraction(torch.zeros_like(solutions), puzzles) == 0.0
+
+
+def _tiny(method: str, **extra):
+    overrides = {"network.d_model": 16, "network.layers": 1, "network.heads": 2, "train.steps": 2, "train.batch_size": 4}
+    overrides.update(extra)
+    return dk.build(apply_overrides(dk.build(method).recipe, overrides))
+
+
+def test_sudoku_method_solves_with_givens_held(tmp_path):
+    pipeline = _tiny("masked:sudoku")
+    written = pipeline.method.generate(pipeline, 3, tmp_path)
+    report = Path(written[0]).read_text()
+    assert report.startswith(("0.0%", "33.3%", "66.7%", "100.0%")) and "puzzle 2" in report
+    puzzles, _ = sudoku.test_puzzles(3, 30)
+    boards = sudoku.solve(pipeline, puzzles)
+    given = puzzles != sudoku.MASK
+    assert torch.equal(boards[given], puzzles[given]) and bool((boards < 9).all())
+
+
+def test_text_corpus_encoding_and_held_out_split():
+    assert text.decode(text.encode("To be, or not\tto be")) == "To be, or not to be"
+    assert text.encode("é") == text.encode("?")
+    train, test = text.Shakespeare().load(), text.Shakespeare(split="test").load()
+    assert train.parts["x"].shape[1] == 128 and test.parts["x"].shape[1] == 128
+    assert int(train.parts["x"].max()) < text.MASK and len(test) > 0
+    held = text.texts("test")
+    assert len(held) == 1 and held[0].lstrip().startswith("HAMLET")  # the fixture holds out Hamlet only
+
+
+def test_bits_per_character_of_an_untrained_model_is_about_log2_of_the_vocabulary():
+    pipeline = _tiny("masked:text")
+    data = text.Shakespeare(split="test").load()
+    bpc = text.bits_per_character(pipeline, dk.Data({"x": data.parts["x"][:16]}), times=4)
+    # an untrained SUBS model spreads mass over 96 characters: the ELBO is near log2(96) = 6.6 bits
+    assert 5.0 < bpc < 9.0
+
+
+def test_text_method_writes_samples(tmp_path, capsys):
+    pipeline = _tiny("masked:text")
+    written = pipeline.method.generate(pipeline, 2, tmp_path)
+    content = Path(written[0]).read_text(encoding="utf-8")
+    assert content.count("\n\n----\n\n") == 1 and text.MASK_GLYPH not in content  # two samples, none masked
+    assert capsys.readouterr().out.strip()
+
+
+def test_cli_run_sudoku_trains_tiny_and_prints(tmp_path):
+    from click.testing import CliRunner
+
+    from diffusekit.cli import cli
+
+    result = CliRunner().invoke(cli, ["run", "masked:sudoku", "--train", "--steps", "2", "--num", "2", "--out", str(tmp_path),
+                                      "--no-progress", "--set", "network.d_model=16", "--set", "network.layers=1",
+                                      "--set", "network.heads=2", "--set", "dataset.count=50"])
+    assert result.exit_code == 0, result.output
+    assert "held-out puzzles (30 givens) solved" in result.output
+    assert (tmp_path / "sudoku.txt").is_file()
