@@ -9,7 +9,9 @@ import os
 # Subprocesses started by tests (the CLI) inherit the setting.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # tests read a small excerpt of the Shakespeare corpus instead of fetching it (subprocesses inherit this)
-os.environ["DIFFUSEKIT_SHAKESPEARE"] = os.path.join(os.path.dirname(__file__), "plugins", "masked", "tests", "data", "shakespeare")
+os.environ["DIFFUSEKIT_SHAKESPEARE"] = os.path.join(
+    os.path.dirname(__file__), "plugins", "masked", "tests", "data", "shakespeare"
+)
 
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402

@@ -3,10 +3,8 @@
 import random
 from pathlib import Path
 
-import pytest
-import torch
-
 import diffusekit as dk
+import torch
 from diffusekit.recipe import apply_overrides
 from diffusekit_masked import sudoku, sudoku_grids, text
 
@@ -36,7 +34,13 @@ def test_held_out_puzzles_do_not_come_from_the_training_grids():
 
 
 def _tiny(method: str, **extra):
-    overrides = {"network.d_model": 16, "network.layers": 1, "network.heads": 2, "train.steps": 2, "train.batch_size": 4}
+    overrides = {
+        "network.d_model": 16,
+        "network.layers": 1,
+        "network.heads": 2,
+        "train.steps": 2,
+        "train.batch_size": 4,
+    }
     overrides.update(extra)
     return dk.build(apply_overrides(dk.build(method).recipe, overrides))
 
@@ -80,12 +84,31 @@ def test_text_method_writes_samples(tmp_path, capsys):
 
 def test_cli_run_sudoku_trains_tiny_and_prints(tmp_path):
     from click.testing import CliRunner
-
     from diffusekit.cli import cli
 
-    result = CliRunner().invoke(cli, ["run", "masked:sudoku", "--train", "--steps", "2", "--num", "2", "--out", str(tmp_path),
-                                      "--no-progress", "--set", "network.d_model=16", "--set", "network.layers=1",
-                                      "--set", "network.heads=2", "--set", "dataset.count=50"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "masked:sudoku",
+            "--train",
+            "--steps",
+            "2",
+            "--num",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            "--set",
+            "network.d_model=16",
+            "--set",
+            "network.layers=1",
+            "--set",
+            "network.heads=2",
+            "--set",
+            "dataset.count=50",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "held-out puzzles (30 givens) solved" in result.output
     assert (tmp_path / "sudoku.txt").is_file()
