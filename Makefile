@@ -24,11 +24,13 @@ $(STAMP): pyproject.toml plugins/gaussian/pyproject.toml plugins/masked/pyprojec
 	$(BIN)/python -m pip install -e ".[test]" -e plugins/gaussian -e plugins/masked
 	touch $(STAMP)
 
-## bench: the three benchmarks of docs/benchmarks.md (installs diffusers and k-diffusion into .venv)
+## bench: the benchmarks of docs/benchmarks.md (installs diffusers and k-diffusion into .venv)
 bench: bench-install
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python accuracy.py
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python overhead.py
 	cd benchmarks && ../$(BIN)/python digits_quality.py
+	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python masked_samplers.py
+	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python sudoku.py
 
 bench-install: $(STAMP)
 	$(BIN)/python -m pip install -e ".[bench]"

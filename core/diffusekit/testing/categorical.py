@@ -105,13 +105,21 @@ class SequenceOracle:
             q = self.schedule.marginal(onehots[None, None], keep[..., None])  # (B, L, K_x0, K_xt)
         else:
             q = self.schedule.marginal(onehots, float(keep))[None, None].expand(*tokens.shape, k, k)
-        q_obs = q.gather(-1, tokens[..., None, None].expand(*tokens.shape, k, 1)).squeeze(-1)  # (B, L, K_x0)
+        rows, inverse = tokens, None
+        if not (isinstance(keep, Tensor) and keep.ndim):
+            # one noise level for all rows: the posterior depends on the tokens alone, so
+            # each distinct row is computed once (most rows agree early in a sampling run)
+            rows, inverse = torch.unique(tokens, dim=0, return_inverse=True)
+            q = q[: rows.shape[0]]
+        q_obs = q.gather(-1, rows[..., None, None].expand(*rows.shape, k, 1)).squeeze(-1)  # (B, L, K_x0)
         seq = self.sequences
         # log weight of each clean sequence for each batch row: (B, N)
         picked = torch.log(q_obs.clamp_min(1e-300))[:, torch.arange(seq.shape[1])[None, :], seq].sum(-1)
         weights = torch.softmax(self.log_probs[None] + picked, dim=1)
         marginals = torch.einsum("bn,nlk->blk", weights, onehots[seq])
         logits = torch.log(marginals.clamp_min(1e-300)).float()
+        if inverse is not None:
+            logits = logits[inverse]
         pred = CategoricalPrediction(logits, tokens, c)
         return pred if isinstance(x, Tensor) else {DEFAULT_PART: pred}
 
