@@ -156,7 +156,15 @@ class TextMethod(Method):
                 )
             },
             network=ComponentSpec(
-                "masked:transformer", {"num_classes": MASK + 1, "length": 128, "d_model": 128, "layers": 4, "heads": 4}
+                "masked:transformer",
+                {
+                    "num_classes": MASK + 1,
+                    "length": 128,
+                    "d_model": 128,
+                    "layers": 4,
+                    "heads": 4,
+                    "positions": "rotary",
+                },
             ),
             sampler=ComponentSpec("masked:first_hitting"),
             grid=ComponentSpec("core:uniform", {"steps": 128}),
