@@ -31,6 +31,7 @@ bench: bench-install
 	cd benchmarks && ../$(BIN)/python digits_quality.py
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python masked_samplers.py
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python sudoku.py
+	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python text.py
 
 bench-install: $(STAMP)
 	$(BIN)/python -m pip install -e ".[bench]"
