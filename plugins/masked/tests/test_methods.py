@@ -7,6 +7,8 @@ import diffusekit as dk
 import torch
 from diffusekit.recipe import apply_overrides
 from diffusekit_masked import sudoku, sudoku_grids, text
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def test_generated_grids_are_valid_distinct_and_puzzles_keep_their_givens():
@@ -22,6 +24,51 @@ def test_generated_grids_are_valid_distinct_and_puzzles_keep_their_givens():
     assert not sudoku_grids.is_valid(broken) and not sudoku_grids.solves(broken, puzzle)
     changed = list(grids[0])
     assert not sudoku_grids.solves(grids[1], puzzle) or grids[1] == changed
+
+
+_PEERS = [
+    [
+        j
+        for j in range(81)
+        if j != i and (j // 9 == i // 9 or j % 9 == i % 9 or sudoku_grids.BOX[j] == sudoku_grids.BOX[i])
+    ]
+    for i in range(81)
+]
+
+
+def _brute_force_count(board: list[int], limit: int) -> int:
+    """Solutions by plain backtracking in cell order (no bitmasks, no cell choice): an independent oracle."""
+    if -1 not in board:
+        return 1
+    i, found = board.index(-1), 0
+    for d in range(9):
+        if all(board[j] != d for j in _PEERS[i]):
+            board[i] = d
+            found += _brute_force_count(board, limit - found)
+            board[i] = -1
+            if found >= limit:
+                break
+    return found
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10**6), empty=st.integers(40, 52))
+def test_solution_counts_match_brute_force(seed, empty):
+    rng = random.Random(seed)
+    puzzle = sudoku_grids.puzzle(sudoku_grids.random_grid(rng), 81 - empty, rng)
+    assert sudoku_grids.count_solutions(puzzle, 3) == _brute_force_count(list(puzzle), 3)
+
+
+def test_one_solution_puzzles_have_exactly_their_grid_as_solution():
+    rng = random.Random(5)
+    for _ in range(20):
+        grid = sudoku_grids.random_grid(rng)
+        puzzle = sudoku_grids.unique_puzzle(grid, 30, rng)
+        assert sum(c >= 0 for c in puzzle) == 30 and sudoku_grids.solves(grid, puzzle)
+        assert sudoku_grids.count_solutions(puzzle, 2) == 1
+    clash = [0, 0] + [-1] * 79
+    assert sudoku_grids.count_solutions(clash) == 0
+    assert sudoku_grids.count_solutions([-1] * 81, 4) == 4
 
 
 def test_held_out_puzzles_do_not_come_from_the_training_grids():

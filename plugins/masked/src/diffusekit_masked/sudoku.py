@@ -37,11 +37,18 @@ class SudokuGrids(Dataset):
         return Data({"x": torch.tensor(grids, dtype=torch.long)})
 
 
-def test_puzzles(num: int, givens: int, seed: int = TEST_SEED) -> tuple[torch.Tensor, torch.Tensor]:
-    """``num`` held-out puzzles (mask token for empty cells) and the grids they were cut from."""
+def test_puzzles(
+    num: int, givens: int, seed: int = TEST_SEED, unique: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``num`` held-out puzzles (mask token for empty cells) and the grids they were cut from.
+
+    ``unique``: each puzzle has its grid as the only solution (cells emptied only while that
+    holds); otherwise ``givens`` random cells are kept and any valid completion solves it.
+    """
     rng = random.Random(seed)
     grids = [sudoku_grids.random_grid(rng) for _ in range(num)]
-    puzzles = [sudoku_grids.puzzle(g, givens, rng) for g in grids]
+    cut = sudoku_grids.unique_puzzle if unique else sudoku_grids.puzzle
+    puzzles = [cut(g, givens, rng) for g in grids]
     tokens = torch.tensor([[MASK if c < 0 else c for c in p] for p in puzzles], dtype=torch.long)
     return tokens, torch.tensor(grids, dtype=torch.long)
 
@@ -72,11 +79,12 @@ class SudokuMethod(Method):
     """Solve 9×9 Sudoku with a masked-diffusion transformer and adaptive-order decoding.
 
     ``diffusekit run masked:sudoku`` generates held-out puzzles (``sample.num`` of them,
-    30 givens), solves them with the shipped weights and prints a few with the share
+    30 givens, each with one solution), solves them with the shipped weights and prints a few with the share
     solved; ``--set sampler=masked:random_order`` or ``masked:confidence`` compares orders.
     """
 
     givens: int = attrs.field(default=30, validator=[v.ge(17), v.le(80)])
+    unique: bool = True
 
     def recipe(self) -> Recipe:
         return Recipe(
@@ -120,7 +128,7 @@ class SudokuMethod(Method):
         return [path]
 
     def generate(self, pipeline: Any, num: int, out_dir: Path, progress: bool = False) -> list[Path]:
-        puzzles, _ = test_puzzles(num, self.givens)
+        puzzles, _ = test_puzzles(num, self.givens, unique=self.unique)
         boards = solve(pipeline, puzzles, progress=progress)
         share = solved_fraction(boards, puzzles)
         blocks = []
@@ -130,7 +138,8 @@ class SudokuMethod(Method):
             rows = "\n".join(f"{a}    {c}" for a, c in zip(left, right, strict=True))
             blocks.append(f"puzzle {i}: {'solved' if ok else 'NOT solved'}\n{rows}")
         path = out_dir / "sudoku.txt"
-        summary = f"{share:.1%} of {num} held-out puzzles ({self.givens} givens) solved"
+        kind = "one-solution " if self.unique else ""
+        summary = f"{share:.1%} of {num} held-out {kind}puzzles ({self.givens} givens) solved"
         path.write_text(summary + "\n\n" + "\n\n".join(blocks) + "\n", encoding="utf-8")
         print("\n\n".join(blocks[:3]) + f"\n\n{summary}")
         return [path]

@@ -1,7 +1,8 @@
 """Sudoku grids and puzzles, generated here (no downloads).
 
 Complete grids come from randomized backtracking with the most-constrained-cell rule
-over bitmasks; a puzzle keeps ``givens`` cells of a held-out grid. A board is a list of
+over bitmasks; a puzzle keeps ``givens`` cells of a held-out grid, either at random or,
+for :func:`unique_puzzle`, only such that the grid stays the one solution. A board is a list of
 81 ints, 0-8 for the digits 1-9 (row-major).
 """
 
@@ -16,7 +17,14 @@ COL = [i % 9 for i in range(81)]
 BOX = [(i // 27) * 3 + (i % 9) // 3 for i in range(81)]
 
 
-def _fill(board: list[int], rows: list[int], cols: list[int], boxes: list[int], rng: random.Random) -> bool:
+def _search(
+    board: list[int], rows: list[int], cols: list[int], boxes: list[int], rng: random.Random | None, limit: int
+) -> int:
+    """Backtracking over the most constrained empty cell; counts completions up to ``limit``.
+
+    Digits are tried in random order when ``rng`` is given. On reaching ``limit`` the board
+    is left holding the last completion found (what :func:`random_grid` wants).
+    """
     best, best_free, best_count = -1, 0, 10
     for i in range(81):
         if board[i] < 0:
@@ -27,30 +35,47 @@ def _fill(board: list[int], rows: list[int], cols: list[int], boxes: list[int], 
                 if count <= 1:
                     break
     if best < 0:
-        return True
+        return 1
     digits = [d for d in range(9) if best_free >> d & 1]
-    rng.shuffle(digits)
+    if rng is not None:
+        rng.shuffle(digits)
     r, c, b = ROW[best], COL[best], BOX[best]
+    found = 0
     for d in digits:
         bit = 1 << d
         board[best] = d
         rows[r] |= bit
         cols[c] |= bit
         boxes[b] |= bit
-        if _fill(board, rows, cols, boxes, rng):
-            return True
+        found += _search(board, rows, cols, boxes, rng, limit - found)
+        if found >= limit:
+            return found
         rows[r] &= ~bit
         cols[c] &= ~bit
         boxes[b] &= ~bit
     board[best] = -1
-    return False
+    return found
 
 
 def random_grid(rng: random.Random) -> list[int]:
     """A uniformly shuffled valid complete grid."""
     board = [-1] * 81
-    _fill(board, [0] * 9, [0] * 9, [0] * 9, rng)
+    _search(board, [0] * 9, [0] * 9, [0] * 9, rng, 1)
     return board
+
+
+def count_solutions(puzzle: Sequence[int], limit: int = 2) -> int:
+    """How many valid grids keep the givens of ``puzzle`` (-1 = empty), counted up to ``limit``."""
+    board, rows, cols, boxes = list(puzzle), [0] * 9, [0] * 9, [0] * 9
+    for i, v in enumerate(board):
+        if v >= 0:
+            bit = 1 << v
+            if (rows[ROW[i]] | cols[COL[i]] | boxes[BOX[i]]) & bit:
+                return 0  # the givens already clash
+            rows[ROW[i]] |= bit
+            cols[COL[i]] |= bit
+            boxes[BOX[i]] |= bit
+    return _search(board, rows, cols, boxes, None, limit)
 
 
 def is_valid(board: Sequence[int]) -> bool:
@@ -70,9 +95,28 @@ def solves(board: Sequence[int], puzzle: Sequence[int]) -> bool:
 
 
 def puzzle(grid: Sequence[int], givens: int, rng: random.Random) -> list[int]:
-    """``grid`` with all but ``givens`` random cells emptied (-1)."""
+    """``grid`` with all but ``givens`` random cells emptied (-1); it may have several solutions."""
     keep = set(rng.sample(range(81), givens))
     return [v if i in keep else -1 for i, v in enumerate(grid)]
+
+
+def unique_puzzle(grid: Sequence[int], givens: int, rng: random.Random) -> list[int]:
+    """A puzzle whose only solution is ``grid``: cells are emptied in random order, each only
+    if the solution stays unique, until ``givens`` remain (or no further cell can go, which
+    leaves more givens; below about 25 that happens often)."""
+    board = list(grid)
+    order = list(range(81))
+    rng.shuffle(order)
+    filled = 81
+    for cell in order:
+        if filled == givens:
+            break
+        board[cell] = -1
+        if count_solutions(board, 2) == 1:
+            filled -= 1
+        else:
+            board[cell] = grid[cell]
+    return board
 
 
 def show(board: Sequence[int]) -> str:
