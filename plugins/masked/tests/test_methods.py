@@ -157,5 +157,5 @@ def test_cli_run_sudoku_trains_tiny_and_prints(tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "held-out puzzles (30 givens) solved" in result.output
+    assert "held-out one-solution puzzles (30 givens) solved" in result.output
     assert (tmp_path / "sudoku.txt").is_file()
