@@ -73,7 +73,7 @@ class TransformerModule(nn.Module):
             h = h + self.labels(index)[:, None]
         for layer in self.encoder.layers:  # pre-norm blocks, written out to put rotary inside attention
             h = h + self.attend(layer, layer.norm1(h))
-            h = h + layer.linear2(layer.dropout(nn.functional.gelu(layer.linear1(layer.norm2(h)))))
+            h = h + layer.dropout2(layer.linear2(layer.dropout(nn.functional.gelu(layer.linear1(layer.norm2(h))))))
         logits = self.head(self.norm(h))
         return logits.reshape(batch, *shape, -1)
 
@@ -103,8 +103,8 @@ class Transformer(Network):
     backbone) rotates queries and keys by their index, so attention sees relative offsets
     from the start (with learned absolute positions a small character model stayed at the
     unigram loss for thousands of steps); ``sudoku`` is the sum of row, column and box
-    embeddings of a 9×9 grid. ``time_conditioned`` adds an embedding of the noise level (per sample or
-    per token); masked-diffusion denoisers work without it (Zheng et al., 2024), which
+    embeddings of a 9×9 grid. ``time_conditioned`` adds an embedding of the noise level
+    (per sample or per token); masked-diffusion denoisers work without it (Zheng et al., 2024), which
     lets the cached sampler skip calls. ``num_labels`` > 0 adds class conditioning with
     a null label for classifier-free guidance.
     """

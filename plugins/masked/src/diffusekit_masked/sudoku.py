@@ -79,8 +79,10 @@ class SudokuMethod(Method):
     """Solve 9×9 Sudoku with a masked-diffusion transformer and adaptive-order decoding.
 
     ``diffusekit run masked:sudoku`` generates held-out puzzles (``sample.num`` of them,
-    30 givens, each with one solution), solves them with the shipped weights and prints a few with the share
-    solved; ``--set sampler=masked:random_order`` or ``masked:confidence`` compares orders.
+    30 givens, each with one solution), solves them with the shipped weights and prints a
+    few with the share solved; ``--set sampler=masked:random_order`` or
+    ``masked:confidence`` compares orders. ``unique=False`` keeps ``givens`` random cells
+    instead (several solutions may then exist; any valid one counts).
     """
 
     givens: int = attrs.field(default=30, validator=[v.ge(17), v.le(80)])
