@@ -16,7 +16,7 @@ one-solution puzzles (cells emptied only while the grid stays the only solution,
 A puzzle counts as solved when the board is a valid grid that keeps every given.
 Reported with a Wilson 95% interval.
 
-Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sudoku.py [--puzzles 500] [--givens 30] [--json out.json]
+Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sudoku.py [--puzzles 500] [--givens 30] [--checkpoint FILE] [--json out.json]
 """
 
 from __future__ import annotations
@@ -50,10 +50,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--puzzles", type=int, default=500)
     parser.add_argument("--givens", type=int, default=30)
+    parser.add_argument("--checkpoint", type=str, default=None, help="other weights than the shipped ones")
     parser.add_argument("--json", type=str, default=None)
     args = parser.parse_args()
     print(environment())
-    pipeline = dk.pretrained("masked:sudoku")
+    pipeline = dk.load(args.checkpoint) if args.checkpoint else dk.pretrained("masked:sudoku")
     rows = []
     for unique in (False, True):
         puzzles, _ = test_puzzles(args.puzzles, args.givens, unique=unique)
