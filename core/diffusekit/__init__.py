@@ -23,7 +23,7 @@ from diffusekit.errors import (
 )
 from diffusekit.guidance import Guidance
 from diffusekit.hookspecs import hookimpl
-from diffusekit.method import Method
+from diffusekit.method import Method, packaged_weights
 from diffusekit.network import Network
 from diffusekit.parameterization import (
     CategoricalParameterization,
@@ -114,6 +114,7 @@ __all__ = [
     "load_checkpoint",
     "load_recipe",
     "numeric",
+    "packaged_weights",
     "pretrained",
     "resolve",
     "save_checkpoint",

@@ -20,6 +20,15 @@ if TYPE_CHECKING:
     from diffusekit.recipe import Recipe
 
 
+def packaged_weights(package: str, name: str) -> Path | None:
+    """``<package>/weights/<name>.safetensors`` inside an installed package, if it is there
+    (what :meth:`Method.weights` of a plugin that ships weights returns)."""
+    from importlib.resources import files
+
+    path = Path(str(files(package) / "weights" / f"{name}.safetensors"))
+    return path if path.is_file() else None
+
+
 class Method(abc.ABC):
     """Base class of registered methods."""
 

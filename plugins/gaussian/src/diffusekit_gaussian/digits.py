@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 
 import attrs
 import torch
-from diffusekit import ClassLabel, ComponentSpec, Data, Dataset, Method, PartSpec, Recipe, SampleConfig, TrainConfig
+from diffusekit import (
+    ClassLabel,
+    ComponentSpec,
+    Data,
+    Dataset,
+    Method,
+    PartSpec,
+    Recipe,
+    SampleConfig,
+    TrainConfig,
+    packaged_weights,
+)
 from diffusekit.state import State
 from safetensors.torch import save_file
 
@@ -76,8 +86,7 @@ class DigitsMethod(Method):
         )
 
     def weights(self) -> Path | None:
-        path = Path(str(files("diffusekit_gaussian") / "weights" / "digits.safetensors"))
-        return path if path.is_file() else None
+        return packaged_weights("diffusekit_gaussian", "digits")
 
     def condition(self, num: int, *, device: torch.device | str | None = None) -> ClassLabel:
         """Labels 0, 1, ..., 9, 0, 1, ...: ``num / 10`` samples of each digit."""

@@ -9,14 +9,24 @@ Plan for the Best", 2025) the model fills the cells it is surest of first.
 from __future__ import annotations
 
 import random
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import attrs
 import torch
 from attrs import validators as v
-from diffusekit import ComponentSpec, Data, Dataset, Method, PartSpec, Recipe, SampleConfig, TimePlan, TrainConfig
+from diffusekit import (
+    ComponentSpec,
+    Data,
+    Dataset,
+    Method,
+    PartSpec,
+    Recipe,
+    SampleConfig,
+    TimePlan,
+    TrainConfig,
+    packaged_weights,
+)
 
 from diffusekit_masked import sudoku_grids
 
@@ -121,8 +131,7 @@ class SudokuMethod(Method):
         )
 
     def weights(self) -> Path | None:
-        path = Path(str(files("diffusekit_masked") / "weights" / "sudoku.safetensors"))
-        return path if path.is_file() else None
+        return packaged_weights("diffusekit_masked", "sudoku")
 
     def write_outputs(self, samples, condition, out_dir: Path) -> list[Path]:
         path = out_dir / "grids.txt"

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +34,7 @@ from diffusekit import (
     Recipe,
     SampleConfig,
     TrainConfig,
+    packaged_weights,
 )
 
 CHARS = "\n" + "".join(chr(c) for c in range(32, 127))
@@ -186,8 +186,7 @@ class TextMethod(Method):
         )
 
     def weights(self) -> Path | None:
-        path = Path(str(files("diffusekit_masked") / "weights" / "text.safetensors"))
-        return path if path.is_file() else None
+        return packaged_weights("diffusekit_masked", "text")
 
     def write_outputs(self, samples, condition, out_dir: Path) -> list[Path]:
         text = "\n\n----\n\n".join(decode(s.tolist()) for s in samples)
