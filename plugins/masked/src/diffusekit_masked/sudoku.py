@@ -24,11 +24,11 @@ from diffusekit import (
     Recipe,
     SampleConfig,
     TimePlan,
-    TrainConfig,
     packaged_weights,
 )
 
 from diffusekit_masked import sudoku_grids
+from diffusekit_masked.networks import transformer_training
 
 MASK = 9
 TEST_SEED = 2_026_112_2  # held-out grids come from a generator the training set never uses
@@ -116,17 +116,7 @@ class SudokuMethod(Method):
             dataset=ComponentSpec("masked:sudoku_grids", {"count": 100_000}),
             method="masked:sudoku",
             seed=0,
-            train=TrainConfig(
-                steps=16000,
-                batch_size=32,
-                lr=1e-3,
-                warmup_steps=500,
-                ema_decay=0.999,
-                grad_clip=1.0,
-                condition_dropout=0.0,
-                checkpoint_every=2000,
-                log_every=100,
-            ),
+            train=transformer_training(steps=16000),
             sample=SampleConfig(num=100, batch_size=500),
         )
 

@@ -33,9 +33,10 @@ from diffusekit import (
     PartSpec,
     Recipe,
     SampleConfig,
-    TrainConfig,
     packaged_weights,
 )
+
+from diffusekit_masked.networks import transformer_training
 
 CHARS = "\n" + "".join(chr(c) for c in range(32, 127))
 MASK = len(CHARS)  # 96; the vocabulary has 97 classes
@@ -171,17 +172,7 @@ class TextMethod(Method):
             dataset=ComponentSpec("masked:shakespeare"),
             method="masked:text",
             seed=0,
-            train=TrainConfig(
-                steps=10000,
-                batch_size=32,
-                lr=1e-3,
-                warmup_steps=500,
-                ema_decay=0.999,
-                grad_clip=1.0,
-                condition_dropout=0.0,
-                checkpoint_every=2000,
-                log_every=100,
-            ),
+            train=transformer_training(steps=10000),
             sample=SampleConfig(num=4, batch_size=64),
         )
 
