@@ -79,7 +79,8 @@ def test_a_plugin_whose_registration_raises_keeps_none_of_its_components(monkeyp
     bad = _module(monkeypatch, "fake_bad", register_grids=register_grids)
     good = _module(monkeypatch, "fake_alpha", register_grids=_grids((OtherGrid, "other")))
     state = load([bad, good])
-    assert state.plugins["bad"].error == "failed to register: RuntimeError: boom"
+    line = register_grids.__code__.co_firstlineno + 2  # the raise, named so the author finds it
+    assert state.plugins["bad"].error == f"failed to register: RuntimeError: boom ({__file__}:{line})"
     assert state.plugins["bad"].components == {}
     with pytest.raises(ComponentNotFound):
         state.registry.resolve("grid", "bad:fine")
@@ -132,3 +133,43 @@ def test_default_names_are_snake_case():
     assert snake_case("KarrasGrid") == "karras_grid"
     assert snake_case("EDMPreconditioning") == "edm_preconditioning"
     assert issubclass(UniformGrid, TimeGrid) and not issubclass(UniformGrid, Sampler)
+
+
+def _exit(code):
+    def hook(register):
+        raise SystemExit(code)
+
+    return hook
+
+
+def _interrupt(register):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    ("hook", "message"), [(_exit(3), "called sys.exit(3)"), (_interrupt, "KeyboardInterrupt")], ids=["exit", "ctrl-c"]
+)
+def test_a_plugin_that_exits_or_interrupts_in_a_hook_is_reported_not_fatal(monkeypatch, hook, message):
+    bad = _module(monkeypatch, "fake_quitter", register_grids=hook)
+    good = _module(monkeypatch, "fake_alpha", register_grids=_grids((OtherGrid, "other")))
+    state = load([bad, good])
+    assert state.plugins["quitter"].error.startswith(f"failed to register: {message}")
+    assert __file__ in state.plugins["quitter"].error
+    assert state.registry.resolve("grid", "alpha:other").obj is OtherGrid
+
+
+def test_a_plugin_that_exits_at_import_is_reported_not_fatal(monkeypatch, tmp_path):
+    (tmp_path / "fake_exits_at_import.py").write_text("import sys\nsys.exit('bye')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    state = load([md.EntryPoint("exiter", "fake_exits_at_import", "diffusekit")])
+    assert state.plugins["exiter"].error.startswith("failed to load: called sys.exit('bye')")
+    assert "fake_exits_at_import.py:2" in state.plugins["exiter"].error
+
+
+def test_unknown_names_in_the_environment_variable_are_reported(monkeypatch):
+    good = _module(monkeypatch, "fake_alpha", register_grids=_grids((OtherGrid, "other")))
+    state = load([good], env="alpha, nosuch")
+    assert state.warnings == [
+        "DIFFUSEKIT_PLUGINS names 'nosuch', but no installed plugin is called that (installed: alpha)"
+    ]
+    assert load([good], env="alpha").warnings == []

@@ -11,6 +11,7 @@ checkpoint or the new one, never half of one.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import struct
@@ -20,14 +21,16 @@ from pathlib import Path
 import attrs
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 from torch import Tensor
 
-from diffusekit.errors import CheckpointError
+from diffusekit.errors import CheckpointError, DiffusekitError
 from diffusekit.recipe import Recipe, dumps_json, loads_json
 
 FORMAT = "diffusekit-checkpoint/1"
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar"})
+TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
+"""Temporary files are ``.<name>.<uuid>.tmp`` next to their target (see :func:`temporary_files`)."""
 
 
 @attrs.frozen(eq=False)
@@ -67,18 +70,79 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _refuse_pickle(path: Path) -> None:
+def _looks_like_pickle(head: bytes) -> bool:
+    """A zip archive (``torch.save``'s default) or a pickle stream (PROTO opcode, protocol 2-5)."""
+    return head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+
+
+def _header(path: Path) -> dict:
+    """The JSON header of a safetensors file; refuses pickle and anything else by its bytes.
+
+    A safetensors file starts with the header's length as 8 little-endian bytes, then the
+    header, a JSON object. Pickle is recognised only when the bytes are *not* such a
+    header: a length such as 128 + 256k starts with the byte 0x80, like a pickle.
+    """
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise CheckpointError(
             f"{path}: refusing to load a pickle checkpoint ({path.suffix}); pickle can run arbitrary code, "
             "and diffusekit reads safetensors only"
         )
-    with path.open("rb") as f:
-        head = f.read(9)
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        raise CheckpointError(f"{path}: this file is a pickle (torch.save) archive; diffusekit reads safetensors only")
-    if len(head) < 9 or head[8:9] != b"{" or struct.unpack("<Q", head[:8])[0] > path.stat().st_size:
+    try:
+        with path.open("rb") as f:
+            head = f.read(9)
+            length = struct.unpack("<Q", head[:8])[0] if len(head) == 9 else 0
+            is_header = head[8:9] == b"{" and 8 + length <= path.stat().st_size
+            if is_header:
+                f.seek(8)
+                raw = f.read(length)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not is_header:
+        if _looks_like_pickle(head):
+            raise CheckpointError(
+                f"{path}: this file is a pickle (torch.save) archive; diffusekit reads safetensors only"
+            )
         raise CheckpointError(f"{path}: not a safetensors file")
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{path}: not a safetensors file (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a safetensors file (its header is not a JSON object)")
+    return header
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a fsynced temporary file renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # a unique name in the same directory (so the rename is atomic); created with the umask's permissions
+    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}"
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def temporary_files(path: str | Path) -> list[Path]:
+    """Temporary files a write of ``path`` left behind when its process was killed."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    return sorted(path.parent.glob(f"{TMP_PREFIX}{glob.escape(path.name)}.*{TMP_SUFFIX}"))
+
+
+def write_tensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> Path:
+    """Write ``tensors`` as a plain safetensors file, atomically (samples, exported arrays)."""
+    path = Path(path)
+    # cloned: safetensors refuses tensors that share storage (tied weights, views)
+    payload = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    _atomic_write(path, save(payload, metadata=metadata))
+    return path
 
 
 def save_checkpoint(
@@ -93,7 +157,6 @@ def save_checkpoint(
     path = Path(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise CheckpointError(f"{path}: checkpoints are safetensors files; use a .safetensors name")
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
         "format": "pt",
         "diffusekit.format": FORMAT,
@@ -102,18 +165,7 @@ def save_checkpoint(
         "diffusekit.step": str(int(step)),
         **(extra or {}),
     }
-    payload = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    # a unique name in the same directory (so the rename is atomic); created with the umask's permissions
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "xb") as f:
-            f.write(save(payload, metadata=metadata))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_tensors(path, tensors, metadata)
     return path
 
 
@@ -122,14 +174,10 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
-    _refuse_pickle(path)
-    with path.open("rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        try:
-            header = json.loads(f.read(size))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise CheckpointError(f"{path}: not a safetensors file (unreadable header)") from None
-    return dict(header.get("__metadata__") or {})
+    metadata = _header(path).get("__metadata__") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{path}: malformed safetensors metadata (expected a table of strings)")
+    return metadata
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -141,7 +189,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path}: a safetensors file, but not a diffusekit checkpoint (no recipe in its metadata)"
         )
     try:
-        tensors = load_file(path)
+        recipe = loads_json(metadata["diffusekit.recipe"])
+        step = int(metadata.get("diffusekit.step", "0"))
+    except (DiffusekitError, ValueError) as exc:
+        raise CheckpointError(f"{path}: malformed diffusekit metadata: {exc}") from None
+    try:
+        # read through Python: the path may not be valid UTF-8, which safetensors' own reader refuses
+        tensors = load(path.read_bytes())
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: cannot read tensors: {exc}") from None
-    return Checkpoint(tensors, loads_json(metadata["diffusekit.recipe"]), metadata)
+    return Checkpoint(tensors, recipe, {**metadata, "diffusekit.step": str(step)})

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
+import signal
 import threading
+import traceback
 from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
@@ -54,10 +56,65 @@ class LoadedPlugins:
     manager: pluggy.PluginManager
     registry: Registry
     plugins: dict[str, PluginInfo]
+    warnings: list[str] = attrs.Factory(list)
+    """Problems that belong to no one plugin (an unknown name in ``DIFFUSEKIT_PLUGINS``)."""
 
 
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+def describe_failure(exc: BaseException) -> str:
+    """One line: the exception and where in the plugin's code it was raised (``file:line``)."""
+    if isinstance(exc, SystemExit):
+        text = f"called sys.exit({exc.code!r})"
+    else:
+        text = (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__).splitlines()[0]
+    where = _plugin_frame(exc)
+    return f"{text} ({where})" if where else text
+
+
+def _plugin_frame(exc: BaseException) -> str | None:
+    """``file:line`` of the innermost frame outside the import machinery, pluggy and diffusekit itself."""
+    skip = (os.path.dirname(pluggy.__file__), os.path.dirname(os.path.abspath(__file__)))
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(("<", *skip))]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
+
+
+class _UserInterrupts:
+    """Tells the user's Ctrl-C from a ``KeyboardInterrupt`` that plugin code raises itself.
+
+    While active (main thread only: signals reach no other), SIGINT is recorded before it
+    is turned into ``KeyboardInterrupt`` as usual; :meth:`plugin_failed` is then true for
+    every exception from plugin code except an interrupt the user really sent.
+    """
+
+    def __enter__(self) -> _UserInterrupts:
+        self.received = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def plugin_failed(self, exc: BaseException) -> bool:
+        return not (isinstance(exc, KeyboardInterrupt) and self.received)
+
+
+def call_plugin(function: Callable[..., Any], *args: Any, **kwargs: Any) -> BaseException | None:
+    """Call plugin code; return what it raised (``SystemExit`` and ``KeyboardInterrupt`` included,
+    so a plugin cannot end the process), or ``None``. The user's own Ctrl-C is re-raised."""
+    with _UserInterrupts() as interrupts:
+        try:
+            function(*args, **kwargs)
+        except BaseException as exc:
+            if not interrupts.plugin_failed(exc):
+                raise
+            return exc
+    return None
 
 
 def _allowed(env: str | None) -> set[str] | None:
@@ -90,6 +147,12 @@ def load(
     if entry_points is None:
         entry_points = md.entry_points(group=ENTRY_POINT_GROUP)
     claims: dict[str, dict[tuple[str, str | None], md.EntryPoint]] = {}
+    entry_points = list(entry_points)
+    warnings = [
+        f"{ENV_VAR} names {name!r}, but no installed plugin is called that "
+        f"(installed: {', '.join(sorted({ep.name for ep in entry_points})) or 'none'})"
+        for name in sorted((allowed or set()) - {ep.name for ep in entry_points} - {BUILTIN})
+    ]
     for ep in entry_points:
         if allowed is None or ep.name in allowed:
             # the same distribution can be seen twice (duplicate sys.path entries): count it once
@@ -106,18 +169,17 @@ def load(
             continue
         (ep,) = eps.values()
         info = infos[name] = infos_here[0]
-        try:
-            module = ep.load()
-            manager.register(module, name=name)
-        except Exception as exc:  # a broken plugin must not break the others
-            info.error = f"failed to load: {_error_text(exc)}"
+        # a broken plugin must not break the others, nor end the process (sys.exit at import)
+        failure = call_plugin(lambda ep=ep, name=name: manager.register(ep.load(), name=name))
+        if failure is not None:
+            info.error = f"failed to load: {describe_failure(failure)}"
             continue
-        modules[name] = module
+        modules[name] = manager.get_plugin(name)
 
     registry = Registry()
     for name, module in modules.items():
         _register_plugin(manager, registry, infos[name], module)
-    return LoadedPlugins(manager, registry, infos)
+    return LoadedPlugins(manager, registry, infos, warnings)
 
 
 def _dist_name(ep: md.EntryPoint) -> str | None:
@@ -134,15 +196,17 @@ def _register_plugin(manager: pluggy.PluginManager, registry: Registry, info: Pl
     """Call the plugin's ``register_*`` hooks; on any error keep none of its components."""
     info.hooks = sorted(impl.name for impl in manager.get_hookcallers(module) or [])
     staged: list[Entry] = []
-    try:
+
+    def register_all() -> None:
         for kind, hook in HOOKS.items():
             impl = getattr(module, hook, None)
-            if impl is None or hook not in info.hooks:
-                continue
-            impl(register=_register_callback(kind, info.name, staged))
+            if impl is not None and hook in info.hooks:
+                impl(register=_register_callback(kind, info.name, staged))
         Registry(staged)  # duplicates within the plugin (names of other plugins cannot clash)
-    except Exception as exc:
-        info.error = f"failed to register: {_error_text(exc)}"
+
+    failure = call_plugin(register_all)
+    if failure is not None:
+        info.error = f"failed to register: {describe_failure(failure)}"
         info.components = {}
         return
     for entry in staged:

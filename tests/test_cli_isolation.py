@@ -1,0 +1,112 @@
+"""The CLI survives hostile plugins and refuses foreign files, run for real in subprocesses.
+
+A plugin that calls ``sys.exit`` or raises ``KeyboardInterrupt`` at import, in a
+registration hook or in ``register_commands`` must not take down any command (not even
+``--help`` or ``--version``); it is reported by name instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fakeplugins import assert_one_line_error, env_with, run_cli, write_distribution  # noqa: E402
+
+HOSTILE = {
+    "exit_import": "import sys\nsys.exit(7)\n",
+    "interrupt_import": "raise KeyboardInterrupt\n",
+    "exit_hook": (
+        "import sys\nimport diffusekit\n\n\n@diffusekit.hookimpl\ndef register_grids(register):\n    sys.exit(3)\n"
+    ),
+    "interrupt_hook": (
+        "import diffusekit\n\n\n@diffusekit.hookimpl\ndef register_methods(register):\n    raise KeyboardInterrupt\n"
+    ),
+    "exit_commands": (
+        "import sys\nimport diffusekit\n\n\n@diffusekit.hookimpl\ndef register_commands(cli):\n    sys.exit(0)\n"
+    ),
+    "interrupt_commands": (
+        "import diffusekit\n\n\n@diffusekit.hookimpl\ndef register_commands(cli):\n    raise KeyboardInterrupt\n"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def hostile_site(tmp_path_factory) -> Path:
+    site = tmp_path_factory.mktemp("hostile")
+    for name, source in HOSTILE.items():
+        write_distribution(
+            site, dist=f"fake-{name}", module=f"dkfake_{name}", source=source, entry_points={name: f"dkfake_{name}"}
+        )
+    return site
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["list", "grid"]], ids=" ".join)
+def test_hostile_plugins_do_not_stop_any_command(tmp_path, hostile_site, args):
+    result = run_cli(*args, cwd=tmp_path, env=env_with(hostile_site))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.strip(), "the command printed nothing"
+    for name in ("exit_commands", "interrupt_commands"):
+        assert f"Warning: plugin '{name}' failed to add commands" in result.stderr
+
+
+def test_hostile_plugins_are_named_with_what_they_did(tmp_path, hostile_site):
+    result = run_cli("plugins", "--json", cwd=tmp_path, env=env_with(hostile_site))
+    assert result.returncode == 0, result.stderr
+    errors = {p["name"]: p["error"] for p in json.loads(result.stdout)}
+    assert errors["exit_import"].startswith("failed to load: called sys.exit(7) (")
+    assert errors["interrupt_import"].startswith("failed to load: KeyboardInterrupt (")
+    assert errors["exit_hook"].startswith("failed to register: called sys.exit(3) (")
+    assert errors["interrupt_hook"].startswith("failed to register: KeyboardInterrupt (")
+    assert "dkfake_exit_hook.py:7" in errors["exit_hook"]
+    assert errors["gaussian"] is None and errors["exit_commands"] is None
+
+
+def test_an_unknown_name_in_the_plugin_variable_is_reported(tmp_path):
+    result = run_cli("list", "grid", cwd=tmp_path, env=env_with(DIFFUSEKIT_PLUGINS="gaussian,gausian"))
+    assert result.returncode == 0, result.stderr
+    assert "gaussian:karras" in result.stdout
+    assert "Warning: DIFFUSEKIT_PLUGINS names 'gausian', but no installed plugin is called that" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["sample", "export"])
+def test_a_foreign_safetensors_file_whose_first_byte_is_0x80_is_not_called_a_pickle(tmp_path, command):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "f.safetensors"
+    save_file({"weight": torch.randn(10, 10), "bias": torch.randn(10)}, str(path))
+    assert path.read_bytes()[0] == 0x80  # a header length of 128 + 256k bytes
+    extra = ["--out", str(tmp_path / "out.safetensors")] if command == "export" else ["--out", str(tmp_path / "s")]
+    message = assert_one_line_error(run_cli(command, path, *extra, cwd=tmp_path))
+    assert "not a diffusekit checkpoint" in message and "pickle" not in message
+
+
+def test_the_users_ctrl_c_while_plugins_load_still_interrupts(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from fakeplugins import diffusekit_script
+
+    site = tmp_path / "site"
+    marker = tmp_path / "loading"
+    source = f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(120)\n"
+    write_distribution(site, dist="fake-slow", module="dkfake_slow", source=source, entry_points={"slow": "dkfake_slow"})
+    process = subprocess.Popen(
+        [diffusekit_script(), "list"], cwd=tmp_path, env=env_with(site), stderr=subprocess.PIPE, text=True
+    )
+    try:
+        while not marker.exists() and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=100)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "Interrupted." and "Traceback" not in stderr
