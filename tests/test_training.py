@@ -60,8 +60,25 @@ def test_resume_refuses_another_recipe(tmp_path):
 
     out = tmp_path / "m.safetensors"
     train(build(_recipe()), _data(), out=out, steps=2, progress=False)
-    with pytest.raises(CheckpointError, match="different recipe"):
+    with pytest.raises(CheckpointError, match=r"different recipe \(train.lr differs\)"):
         train(build(_recipe(lr=0.1)), _data(), out=out, resume=True, progress=False)
+
+
+def test_resume_accepts_other_bookkeeping_and_sampling_settings(tmp_path):
+    data = _data()
+    straight = tmp_path / "straight.safetensors"
+    train(build(_recipe()), data, out=straight, progress=False)
+    split = tmp_path / "split.safetensors"
+    train(build(_recipe(steps=7)), data, out=split, progress=False)
+    later = attrs.evolve(
+        _recipe(steps=12, checkpoint_every=3, log_every=1, keep_checkpoints=1),
+        sampler=ComponentSpec("gaussian:heun"),
+        grid=ComponentSpec("gaussian:karras", {"steps": 3}),
+    )
+    train(build(later), data, out=split, resume=True, progress=False)
+    a, b = _state(straight)[0], _state(split)[0]
+    assert all(torch.equal(a[key], b[key]) for key in a)  # the same computation: only what is written differs
+    assert load_checkpoint(split).recipe == later
 
 
 def test_training_lowers_the_loss_and_the_pipeline_samples_with_ema_weights():

@@ -19,7 +19,9 @@ from diffusekit.errors import (
     ConfigError,
     DiffusekitError,
     DuplicateComponent,
+    SamplingDiverged,
     ShapeError,
+    TrainingDiverged,
 )
 from diffusekit.guidance import Guidance
 from diffusekit.hookspecs import hookimpl
@@ -96,12 +98,14 @@ __all__ = [
     "SampleConfig",
     "Sampler",
     "Schedule",
+    "SamplingDiverged",
     "ShapeError",
     "Step",
     "StepTimes",
     "TimeGrid",
     "TimePlan",
     "TrainConfig",
+    "TrainingDiverged",
     "__version__",
     "align_time",
     "build",

@@ -11,9 +11,9 @@ checkpoint or the new one, never half of one.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
+import re
 import struct
 import uuid
 from pathlib import Path
@@ -112,7 +112,7 @@ def _header(path: Path) -> dict:
     return header
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a fsynced temporary file renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # a unique name in the same directory (so the rename is atomic); created with the umask's permissions
@@ -128,12 +128,17 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def temporary_files(path: str | Path) -> list[Path]:
-    """Temporary files a write of ``path`` left behind when its process was killed."""
+def remove_temporary_files(path: str | Path) -> list[Path]:
+    """Remove the temporary files that writes of ``path`` left behind when their process was
+    killed (only names of the exact form ``.<name>.<32 hex digits>.tmp``); return them."""
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    return sorted(path.parent.glob(f"{TMP_PREFIX}{glob.escape(path.name)}.*{TMP_SUFFIX}"))
+    pattern = re.compile(rf"{re.escape(TMP_PREFIX + path.name)}\.[0-9a-f]{{32}}{re.escape(TMP_SUFFIX)}")
+    orphans = sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name))
+    for orphan in orphans:
+        orphan.unlink(missing_ok=True)
+    return orphans
 
 
 def write_tensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> Path:
@@ -141,7 +146,7 @@ def write_tensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[s
     path = Path(path)
     # cloned: safetensors refuses tensors that share storage (tied weights, views)
     payload = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    _atomic_write(path, save(payload, metadata=metadata))
+    atomic_write(path, save(payload, metadata=metadata))
     return path
 
 

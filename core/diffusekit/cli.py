@@ -199,18 +199,51 @@ def show(name: str, kind: str | None, as_json: bool) -> None:
 
 
 def _write_samples(pipeline: Any, samples: Any, condition: Any, out: Path) -> list[Path]:
-    from safetensors.torch import save_file
-
+    from diffusekit.checkpoint import write_tensors
     from diffusekit.state import as_parts
 
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "samples.safetensors"
-    save_file({k: v.contiguous() for k, v in as_parts(samples).items()}, str(path))
-    return [path]
+    return [write_tensors(out / "samples.safetensors", as_parts(samples))]
+
+
+def _positive_num(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """``--num`` is checked while parsing, before anything (training) starts."""
+    if value is not None and value < 1:
+        raise click.ClickException(f"--num: the number of samples must be at least 1, got {value}")
+    return value
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return None
+
+
+def _estimate(pipeline: Any, num: int) -> None:
+    """Say up front what a large sampling job costs, and refuse one whose output cannot fit in memory."""
+    import math
+
+    size = pipeline.recipe.sample.batch_size
+    per_sample = sum(math.prod(part.shape) for part in pipeline.recipe.parts.values()) * 4  # float32
+    total, memory = num * per_sample, _memory_bytes()
+    if memory is not None and total > memory // 2:
+        raise click.ClickException(
+            f"--num: {num} samples need about {total / 2**30:.1f} GiB for the outputs alone, more than half "
+            f"of this machine's {memory / 2**30:.1f} GiB; sample fewer at a time (with different --seed values)"
+        )
+    if num > size:
+        batches = -(-num // size)
+        evaluations = batches * pipeline.grid.steps * getattr(pipeline.sampler, "evaluations_per_step", 1)
+        click.echo(
+            f"sampling {num} samples in {batches} batches of up to {size}: about {evaluations} network "
+            f"evaluations and {total / 2**20:.0f} MiB of output",
+            err=True,
+        )
 
 
 def _sample_and_write(pipeline: Any, num: int | None, out: Path, progress: bool) -> None:
     num = pipeline.recipe.sample.num if num is None else num
+    _estimate(pipeline, num)
     if pipeline.method is not None:
         out.mkdir(parents=True, exist_ok=True)
         written = pipeline.method.generate(pipeline, num, out, progress)
@@ -232,7 +265,9 @@ def _model_differs(shipped: Any, recipe: Any) -> str | None:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe entry (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("outputs"), show_default=True)
 @click.option("--seed", type=int, help="Override the recipe's seed.")
-@click.option("--num", type=int, help="Number of samples (default: the recipe's sample.num).")
+@click.option(
+    "--num", type=int, callback=_positive_num, help="Number of samples (default: the recipe's sample.num)."
+)
 @click.option("--train", "force_train", is_flag=True, help="Train from scratch even if the method ships weights.")
 @click.option("--steps", type=int, help="Training steps (default: the recipe's train.steps).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
@@ -251,6 +286,8 @@ def run(
     from diffusekit.pipeline import build
     from diffusekit.training import train as train_loop
 
+    if steps is not None and steps < 1:
+        raise click.ClickException(f"--steps: must be at least 1, got {steps}")
     recipe = _recipe(target, sets, seed)
     pipeline = build(recipe)
     shipped = None if force_train or pipeline.method is None else pipeline.method.weights()
@@ -266,7 +303,8 @@ def run(
     if shipped is None:
         click.echo(f"training {recipe.train.steps if steps is None else steps} steps", err=True)
         out.mkdir(parents=True, exist_ok=True)  # the training loop writes its metrics next to the checkpoint
-        train_loop(pipeline, out=out / "model.safetensors", steps=steps, progress=progress)
+        # run's outputs are replaced on every run, the checkpoint among them
+        train_loop(pipeline, out=out / "model.safetensors", overwrite=True, steps=steps, progress=progress)
     _sample_and_write(pipeline, num, out, progress)
 
 
@@ -279,25 +317,39 @@ def run(
 @click.option("--seed", type=int, help="Override the recipe's seed.")
 @click.option("--steps", type=int, help="Total training steps (default: the recipe's train.steps).")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint at --out.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint at --out (and its metrics).")
 @click.option("--progress/--no-progress", default=True)
 def train(
-    target: str, out: Path, sets: tuple[str, ...], seed: int | None, steps: int | None, resume: bool, progress: bool
+    target: str,
+    out: Path,
+    sets: tuple[str, ...],
+    seed: int | None,
+    steps: int | None,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
 ) -> None:
     """Train RECIPE (a .toml/.json file or a method name) and write a checkpoint."""
     from diffusekit.pipeline import build
     from diffusekit.training import train as train_loop
 
+    if steps is not None and steps < 1:
+        raise click.ClickException(f"--steps: must be at least 1, got {steps}")
+    if resume and overwrite:
+        raise click.ClickException("--resume and --overwrite exclude each other: continue the checkpoint or replace it")
     recipe = _recipe(target, sets, seed)
     if out.suffix != ".safetensors":
         raise click.ClickException(f"--out: checkpoints are .safetensors files, got {str(out)!r}")
     out.parent.mkdir(parents=True, exist_ok=True)  # the training loop writes its metrics next to the checkpoint
-    result = train_loop(build(recipe), out=out, resume=resume, steps=steps, progress=progress)
+    result = train_loop(build(recipe), out=out, resume=resume, overwrite=overwrite, steps=steps, progress=progress)
     click.echo(f"wrote {out} (step {result.step}, loss {result.loss:.4f})")
 
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--num", type=int, help="Number of samples (default: the recipe's sample.num).")
+@click.option(
+    "--num", type=int, callback=_positive_num, help="Number of samples (default: the recipe's sample.num)."
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("samples"), show_default=True)
 @click.option(
     "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a sampling entry, e.g. sampler=gaussian:ddim."
@@ -325,6 +377,12 @@ def export(checkpoint: Path, out: Path, half: bool) -> None:
     """Write a sampling-only checkpoint: the EMA weights and the recipe, no optimizer state."""
     from diffusekit.checkpoint import load_checkpoint, save_checkpoint
 
+    # resolved paths (and same-file for hard links): exporting in place would drop the training state for good
+    if out.resolve() == checkpoint.resolve() or (out.exists() and checkpoint.exists() and out.samefile(checkpoint)):
+        raise click.ClickException(
+            f"--out: {str(out)!r} is the checkpoint being exported; an export drops the optimizer state "
+            "and raw weights, so write it to another file"
+        )
     ckpt = load_checkpoint(checkpoint)
     weights = {f"ema.{k}": (v.half() if half and v.is_floating_point() else v) for k, v in ckpt.weights().items()}
     save_checkpoint(out, weights, ckpt.recipe, step=ckpt.step)
@@ -422,23 +480,33 @@ def uninstall(packages: tuple[str, ...]) -> None:
 
 
 def _plugin_commands() -> None:
-    """Let plugins add commands (``register_commands``); a failing plugin is skipped with a warning."""
-    from diffusekit.plugins import loaded
+    """Let plugins add commands (``register_commands``); a failing plugin is skipped with a warning.
+
+    Plugin code runs isolated: an exception, ``sys.exit`` or a ``KeyboardInterrupt`` it
+    raises itself is reported with the plugin's name and ends nothing.
+    """
+    from diffusekit.plugins import call_plugin, describe_failure, loaded
 
     state = loaded()
+    for warning in state.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     for impl in state.manager.hook.register_commands.get_hookimpls():
         info = state.plugins.get(impl.plugin_name)
         if info is not None and info.error:
             continue  # a plugin that failed to register contributes nothing
-        try:
-            impl.function(cli=cli)
-        except Exception as exc:
-            click.echo(f"Warning: plugin {impl.plugin_name!r} failed to add commands: {exc}", err=True)
+        failure = call_plugin(impl.function, cli=cli)
+        if failure is not None:
+            click.echo(
+                f"Warning: plugin {impl.plugin_name!r} failed to add commands: {describe_failure(failure)}", err=True
+            )
 
 
 def main() -> None:
     try:
         _plugin_commands()
+    except KeyboardInterrupt:  # the user's own Ctrl-C while plugins load
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
     except Exception as exc:  # never let plugin discovery stop the CLI
         click.echo(f"Warning: could not load plugin commands: {exc}", err=True)
     cli(prog_name="diffusekit")

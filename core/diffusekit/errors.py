@@ -38,3 +38,18 @@ class ShapeError(DiffusekitError, ValueError):
 
 class CheckpointError(DiffusekitError):
     """A checkpoint is missing, not safetensors, or lacks diffusekit metadata."""
+
+
+class TrainingDiverged(DiffusekitError, ArithmeticError):
+    """Training produced a non-finite loss, gradient norm or weight; the message names the step.
+
+    The checkpoint on disk is left as it was (the last one with finite tensors).
+    """
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        self.step = step
+        super().__init__(message)
+
+
+class SamplingDiverged(DiffusekitError, ArithmeticError):
+    """Sampling produced NaN or inf; the message names the step where it first appeared."""

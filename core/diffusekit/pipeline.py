@@ -19,7 +19,7 @@ from torch import Tensor
 from diffusekit.checkpoint import load_checkpoint
 from diffusekit.condition import Condition
 from diffusekit.denoiser import Denoiser
-from diffusekit.errors import CheckpointError, ConfigError
+from diffusekit.errors import CheckpointError, ConfigError, SamplingDiverged, ShapeError
 from diffusekit.guidance import Guidance
 from diffusekit.method import Method
 from diffusekit.plugins import get_registry
@@ -66,7 +66,14 @@ class Pipeline:
         Without a ``condition`` the method's default conditions are used. Without a
         ``generator`` one is seeded from ``seed`` (default: the recipe's seed).
         """
-        num = self.recipe.sample.num if num is None else int(num)
+        num = self.recipe.sample.num if num is None else num
+        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+            raise ConfigError("num", f"the number of samples must be a positive integer, got {num!r}")
+        network_device = next((p.device for p in self.network.parameters()), None)
+        if device is not None and network_device is not None and torch.device(device) != network_device:
+            raise ShapeError(
+                f"device: the network is on {network_device}, not {device}; move it first (pipeline.network.to(...))"
+            )
         if condition is None and self.method is not None:
             condition = self.method.condition(num, device=device)
         if condition is not None and condition.batch_size != num:
@@ -78,6 +85,7 @@ class Pipeline:
         for start in range(0, num, size):
             n = min(size, num - start)
             shapes = {name: (n, *part.shape) for name, part in self.recipe.parts.items()}
+            watch = _FirstNonFinite(callback)
             out = self.sampler.sample(
                 self.denoiser,
                 shapes,
@@ -85,10 +93,11 @@ class Pipeline:
                 condition=None if condition is None else condition.take(slice(start, start + n)),
                 guidance=self.guidance,
                 generator=generator,
-                callback=callback,
+                callback=watch,
                 progress=progress,
                 device=device,
             )
+            watch.check(out, start)  # type: ignore[arg-type]
             chunks.append(out)  # type: ignore[arg-type]
         parts = {name: torch.cat([c[name] for c in chunks]) for name in self.recipe.parts}
         return parts[DEFAULT_PART] if list(parts) == [DEFAULT_PART] else parts
@@ -107,7 +116,40 @@ class Pipeline:
                 raise CheckpointError(
                     f"{source}: {key} has shape {tuple(value.shape)}, the network expects {tuple(own[key].shape)}"
                 )
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                bad = int((~torch.isfinite(value)).sum())
+                raise CheckpointError(f"{source}: weight {key} holds {bad} non-finite values (NaN or inf)")
         self.network.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
+
+
+class _FirstNonFinite:
+    """A sampling callback that remembers the first step whose state held NaN or inf, so a
+    non-finite result can name where it went wrong (one reduction per step)."""
+
+    def __init__(self, inner: Callback | None) -> None:
+        self.inner = inner
+        self.first: tuple[int, str, Any] | None = None
+
+    def __call__(self, info: dict[str, Any]) -> None:
+        if self.first is None:
+            for name, value in info["x"].items():
+                if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                    self.first = (info["i"], name, info["t"][name])
+                    break
+        if self.inner is not None:
+            self.inner(info)
+
+    def check(self, out: Mapping[str, Tensor], start: int) -> None:
+        if self.first is None and all(bool(torch.isfinite(v).all()) for v in out.values() if v.is_floating_point()):
+            return
+        if self.first is None:  # a sampler that returns without calling back
+            raise SamplingDiverged(f"sampling produced non-finite values (NaN or inf) from sample {start} on")
+        step, name, t = self.first
+        t_text = f"{float(t):g}" if t.numel() == 1 else f"[{float(t.min()):g}, {float(t.max()):g}]"
+        raise SamplingDiverged(
+            f"sampling went non-finite (NaN or inf) in part {name!r} at step {step + 1} (t = {t_text}), "
+            f"batch starting at sample {start}; check the weights and the sampler's settings"
+        )
 
 
 def resolve_recipe(source: Recipe | str | Path | Mapping[str, Any], registry: Registry | None = None) -> Recipe:

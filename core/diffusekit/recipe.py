@@ -37,6 +37,17 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+ALLOW_INF = "diffusekit.allow_inf"
+"""Field metadata of a float parameter for which ±inf means something (``grad_clip = inf``:
+no clipping). Recipes give every other float parameter a finite value; NaN is never accepted."""
+
+
+def finite(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    """attrs validator: ``value`` is a finite number (NaN passes comparisons such as ``v.ge(0)``)."""
+    if not math.isfinite(value):
+        raise ConfigError(attribute.name, f"must be a finite number, got {value!r}")
+
+
 @attrs.frozen
 class ComponentSpec:
     """A component by registry name (``plugin:name`` or a unique bare name) and parameters."""
@@ -56,7 +67,7 @@ class PartSpec:
     shape: tuple[int, ...]
     schedule: ComponentSpec
     parameterization: ComponentSpec
-    loss_weight: float = 1.0
+    loss_weight: float = attrs.field(default=1.0, validator=finite)
     time_dims: int = 1
 
 
@@ -66,16 +77,18 @@ class TrainConfig:
 
     steps: int = 1000
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = attrs.field(default=1e-3, validator=finite)
     warmup_steps: int = 0
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0
-    condition_dropout: float = 0.1
+    ema_decay: float = attrs.field(default=0.999, validator=finite)
+    grad_clip: float = attrs.field(default=1.0, metadata={ALLOW_INF: True})
+    condition_dropout: float = attrs.field(default=0.1, validator=finite)
     time_distribution: Literal["uniform", "logit_normal"] = "uniform"
-    time_loc: float = 0.0
-    time_scale: float = 1.0
+    time_loc: float = attrs.field(default=0.0, validator=finite)
+    time_scale: float = attrs.field(default=1.0, validator=finite)
     checkpoint_every: int = 1000
     log_every: int = 50
+    # earlier checkpoints kept beside the latest, as FILE.step<N>.safetensors (0: only the latest)
+    keep_checkpoints: int = 0
 
 
 @attrs.frozen
@@ -105,10 +118,10 @@ class Recipe:
 # --- strict structuring: no silent int('10') or int(3.7) --------------------------------
 
 
-def _strict(tp: type, ok) -> Any:
+def _strict(tp: type, ok, what: str | None = None) -> Any:
     def hook(value: Any, _: Any) -> Any:
         if not ok(value):
-            raise TypeError(f"expected {tp.__name__}, got {value!r}")
+            raise TypeError(f"expected {what or tp.__name__}, got {value!r}")
         return tp(value)
 
     return hook
@@ -118,8 +131,9 @@ def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     conv.register_structure_hook(int, _strict(int, lambda v: isinstance(v, int) and not isinstance(v, bool)))
     conv.register_structure_hook(
-        float, _strict(float, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
-    )
+        float,
+        _strict(float, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == v, "a number"),
+    )  # v == v: NaN is never a setting (it passes every < and > check)
     conv.register_structure_hook(str, _strict(str, lambda v: isinstance(v, str)))
     conv.register_structure_hook(bool, _strict(bool, lambda v: isinstance(v, bool)))
 
@@ -160,6 +174,8 @@ def _first_error(exc: BaseException, path: list[Any]) -> ConfigError:
         return _first_error(exc.exceptions[0], path)
     if isinstance(exc, KeyError):
         return ConfigError(_path(path), "missing required key")
+    if isinstance(exc, ConfigError):  # a field validator's error: its path is relative to the table
+        return ConfigError(_path(path + [exc.path]), exc.reason)
     message = str(exc)
     if isinstance(exc, TypeError) and "required" in message and "argument" in message:
         missing = message.split("'")[1] if "'" in message else ""
@@ -308,6 +324,8 @@ def instantiate(registry: Registry, kind: str, spec: ComponentSpec, path: str) -
     kwargs = {}
     for key, value in spec.params.items():
         kwargs[key] = structure(value, fields[key].type, f"{path}.{key}")
+        if isinstance(kwargs[key], float) and math.isinf(kwargs[key]) and not fields[key].metadata.get(ALLOW_INF):
+            raise ConfigError(f"{path}.{key}", f"must be a finite number, got {value!r}")
     try:
         return entry.obj(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -322,14 +340,35 @@ def spec_of(registry: Registry, component: Any) -> ComponentSpec:
 
 
 def validate(recipe: Recipe, registry: Registry) -> None:
-    """Resolve every component of the recipe and check its parameters; raise on the first error."""
+    """Resolve every component of the recipe, check its parameters and that the components fit
+    together; raise a :class:`ConfigError` naming the path of the first error.
+
+    Fitting together: each part's parameterization, the sampler, the grid and the guidance
+    (if it declares ``supports``) handle the part's schedule family, and the network takes the parts. A network spec may define
+    ``check_parts(parts, schedules)`` (the recipe's :class:`PartSpec` and the built
+    schedules by part name) that raises a ConfigError for parts it cannot take.
+    """
+
+    def check_integers(value: Any, path: list[Any]) -> None:  # torch sizes, seeds and counts are 64-bit
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise ConfigError(_path(path), f"{value} is out of range (integers must fit in 64 bits)")
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            check_integers(item, path + [key])
+
+    check_integers(recipe_to_dict(recipe), [])
+    if not recipe.parts:
+        raise ConfigError("parts", "the recipe has no parts; name at least one (e.g. [parts.x])")
+    schedules, parameterizations, components = {}, {}, {}
     for name, part in recipe.parts.items():
-        instantiate(registry, "schedule", part.schedule, f"parts.{name}.schedule")
-        instantiate(registry, "parameterization", part.parameterization, f"parts.{name}.parameterization")
+        schedules[name] = instantiate(registry, "schedule", part.schedule, f"parts.{name}.schedule")
+        parameterizations[name] = instantiate(
+            registry, "parameterization", part.parameterization, f"parts.{name}.parameterization"
+        )
     for kind in ("network", "sampler", "grid", "guidance", "dataset"):
         spec = getattr(recipe, kind)
         if spec is not None:
-            instantiate(registry, kind, spec, kind)
+            components[kind] = instantiate(registry, kind, spec, kind)
     if recipe.method is not None:
         try:
             registry.resolve("method", recipe.method)
@@ -358,5 +397,24 @@ def validate(recipe: Recipe, registry: Registry) -> None:
             raise ConfigError(f"parts.{name}.loss_weight", "must not be negative")
     if not 0.0 <= recipe.train.condition_dropout <= 1.0:
         raise ConfigError("train.condition_dropout", "must lie in [0, 1]")
-    if not math.isfinite(recipe.train.lr) or recipe.train.lr <= 0:
-        raise ConfigError("train.lr", "must be a positive number")
+    if not 0 < recipe.train.lr <= 3.4e38:  # the optimizer steps in the weights' dtype, float32 by default
+        raise ConfigError("train.lr", f"must be a positive number up to 3.4e38 (float32), got {recipe.train.lr!r}")
+    for name, part in recipe.parts.items():
+        family, own = schedules[name].kind, parameterizations[name].kind
+        if own != family:
+            raise ConfigError(
+                f"parts.{name}.parameterization",
+                f"{part.parameterization.name} is for {own} parts, but the schedule {part.schedule.name} is {family}",
+            )
+    families = {schedule.kind for schedule in schedules.values()}
+    for kind in ("sampler", "grid", "guidance"):
+        supports = getattr(components.get(kind), "supports", None)  # guidances may handle every family
+        if supports is not None and not families <= supports:
+            raise ConfigError(
+                f"{kind}.name",
+                f"{getattr(recipe, kind).name} handles {'/'.join(sorted(supports))} parts, "
+                f"not {'/'.join(sorted(families - supports))} ones",
+            )
+    check_parts = getattr(components["network"], "check_parts", None)
+    if check_parts is not None:
+        check_parts(recipe.parts, schedules)

@@ -35,6 +35,7 @@ from diffusekit.state import (
     Time,
     align_time,
     as_parts,
+    batch_size,
     part_shapes,
     part_times,
     restore,
@@ -112,6 +113,34 @@ class TimePlan:
             return self.columns[name]
         column = [entry[name] for entry in self.entries]
         return torch.stack(column) if all(t.ndim == 0 for t in column) else None
+
+    def check(self) -> None:
+        """Raise :class:`ShapeError` unless every time lies in [0, 1] and no element's time
+        increases from one entry to the next (held elements keep theirs: equal is allowed)."""
+        if len(self.entries) < 2:
+            raise ShapeError("a time plan needs at least two entries (start and end)")
+        for name in self.entries[0]:
+            column = self._column(name)
+            if column is None:
+                try:
+                    column = torch.stack(torch.broadcast_tensors(*(entry[name] for entry in self.entries)))
+                except RuntimeError:
+                    raise ShapeError(f"time plan: the times of part {name!r} change shape incompatibly") from None
+            outside = ~((column >= 0) & (column <= 1))  # NaN is outside too
+            if bool(outside.any()):
+                i = int(outside.flatten(1).any(1).nonzero()[0]) if column.ndim > 1 else int(outside.nonzero()[0])
+                value = column[i][outside[i]].flatten()[0] if column.ndim > 1 else column[i]
+                raise ShapeError(f"time plan: part {name!r} has t = {float(value):g} at entry {i}; times lie in [0, 1]")
+            rising = column[1:] > column[:-1]
+            if bool(rising.any()):
+                i = int(rising.flatten(1).any(1).nonzero()[0]) if column.ndim > 1 else int(rising.nonzero()[0])
+                a, b = column[i], column[i + 1]
+                if column.ndim > 1:
+                    a, b = a[rising[i]].flatten()[0], b[rising[i]].flatten()[0]
+                raise ShapeError(
+                    f"time plan: part {name!r} goes up from t = {float(a):g} to t = {float(b):g} at entry {i + 1}; "
+                    "a plan runs from noise (t = 1) to data (t = 0) and never increases an element's time"
+                )
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -285,8 +314,10 @@ class Sampler(abc.ABC):
         self.check_supports(schedules)
         if isinstance(plan, TimeGrid):
             plan = TimePlan.from_grid(plan, schedules)
-        if len(plan) < 2:
-            raise ShapeError("a time plan needs at least two entries (start and end)")
+        plan.check()
+        device = _available_device(device)
+        if not dtype.is_floating_point:
+            raise ShapeError(f"dtype: {dtype} is not a floating-point dtype (Gaussian parts are drawn in it)")
         if _is_state(x):
             parts = as_parts(x)  # type: ignore[arg-type]
         else:
@@ -294,8 +325,7 @@ class Sampler(abc.ABC):
                 name: schedules[name].prior(shp, t=plan[0][name], generator=generator, device=device, dtype=dtype)
                 for name, shp in part_shapes(x).items()  # type: ignore[arg-type]
             }
-        if set(parts) != set(schedules):
-            raise ShapeError(f"the state has parts {sorted(parts)}; the denoiser expects {sorted(schedules)}")
+        _check_state(parts, schedules, condition)
         coefficients = plan.coefficients(schedules, parts)
         fixed = _plan_fixed(plan, parts)
         indices = range(plan.steps)
@@ -399,6 +429,39 @@ def _refine(sampler, denoiser, guess: Parts, target: Parts, up: StepTimes, condi
         norm = torch.where(better, trial_norm, norm)
         damping = torch.where(better, (damping * 1.5).clamp(max=1.0), damping * 0.5)
     return guess
+
+
+def _available_device(device: torch.device | str | None) -> torch.device | None:
+    """``device`` as a torch device, or a one-line error when it is malformed or not on this machine."""
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ShapeError(f"device: {device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')") from None
+    backend = getattr(torch, device.type, None)
+    if device.type != "cpu" and not (hasattr(backend, "is_available") and backend.is_available()):
+        raise ShapeError(f"device: {device.type} is not available on this machine")
+    return device
+
+
+def _check_state(parts: Parts, schedules: Mapping[str, Schedule], condition: Condition | None) -> None:
+    """The state fits the denoiser: the same parts, one batch size and device, the dtypes its schedules
+    need (floating point for Gaussian parts, integers for categorical ones), and a condition per sample."""
+    if set(parts) != set(schedules):
+        raise ShapeError(f"the state has parts {sorted(parts)}; the denoiser expects {sorted(schedules)}")
+    for name, value in parts.items():
+        kind = schedules[name].kind
+        if kind == "gaussian" and not value.is_floating_point():
+            raise ShapeError(f"part {name!r} is {value.dtype}; a Gaussian part needs a floating-point dtype")
+        if kind == "categorical" and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+            raise ShapeError(f"part {name!r} is {value.dtype}; a categorical part holds integer tokens")
+    devices = {name: value.device for name, value in parts.items()}
+    if len(set(devices.values())) > 1:
+        raise ShapeError(f"the parts are on different devices: {devices}")
+    size = batch_size(parts)
+    if condition is not None and condition.batch_size != size:
+        raise ShapeError(f"the condition has {condition.batch_size} samples, the state {size}: give one per sample")
 
 
 def _is_state(x: object) -> bool:

@@ -13,11 +13,20 @@ per token).
 Every step draws its batch, times, noise, condition dropout and network dropout from
 generators seeded by ``(recipe.seed, step)`` alone, so a run resumed from a checkpoint
 continues exactly as the uninterrupted run would have (same weights, bit for bit).
+
+Training never loses or corrupts a checkpoint: an existing one is replaced only when
+asked (``resume`` or ``overwrite``), a non-finite loss or gradient norm stops the run
+(:class:`~diffusekit.errors.TrainingDiverged`) before the optimizer step, tensors are
+checked finite before every write, and a resumed run first removes what a killed one
+left behind (temporary files, metric rows past the checkpoint's step).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,12 +37,18 @@ import torch
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from diffusekit.checkpoint import load_checkpoint, save_checkpoint
+from diffusekit.checkpoint import (
+    PICKLE_SUFFIXES,
+    atomic_write,
+    load_checkpoint,
+    remove_temporary_files,
+    save_checkpoint,
+)
 from diffusekit.data import Data
-from diffusekit.errors import CheckpointError
+from diffusekit.errors import CheckpointError, ConfigError, TrainingDiverged
 from diffusekit.pipeline import Pipeline
 from diffusekit.plugins import get_registry
-from diffusekit.recipe import TrainConfig, dumps_json, instantiate
+from diffusekit.recipe import Recipe, TrainConfig, instantiate
 
 T_MIN = 1e-4
 """Smallest training time: some targets (velocity under VP) are singular at t = 0."""
@@ -67,6 +82,67 @@ def load_data(pipeline: Pipeline) -> Data:
     if recipe.dataset is None:
         raise CheckpointError("the recipe names no dataset to train on (set [dataset])")
     return instantiate(get_registry(), "dataset", recipe.dataset, "dataset").load()
+
+
+def check_data(recipe: Recipe, data: Data) -> None:
+    """Raise a :class:`ConfigError` unless ``data`` has exactly the recipe's parts, each of its per-sample shape."""
+    if set(data.parts) != set(recipe.parts):
+        raise ConfigError(
+            "parts", f"the recipe has parts {sorted(recipe.parts)} but the dataset has {sorted(data.parts)}"
+        )
+    for name, spec in recipe.parts.items():
+        shape = tuple(data.parts[name].shape[1:])
+        if shape != tuple(spec.shape):
+            raise ConfigError(
+                f"parts.{name}.shape",
+                f"the recipe says {list(spec.shape)} but the dataset's samples of {name!r} have shape {list(shape)}",
+            )
+    if len(data) == 0:
+        raise ConfigError("dataset", "has no examples to train on")
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep only the rows of ``path`` (JSONL metrics) up to ``step``; drop later rows and torn lines.
+
+    A run killed after logging a step but before checkpointing it logs that step again
+    when resumed; without this the file would hold it twice.
+    """
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # the torn last line of a killed run
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if kept != lines:
+        atomic_write(path, "".join(kept).encode("utf-8"))
+
+
+def kept_checkpoints(out: Path) -> dict[int, Path]:
+    """The earlier checkpoints kept beside ``out`` (``train.keep_checkpoints``), by step."""
+    if not out.parent.is_dir():
+        return {}
+    pattern = re.compile(rf"{re.escape(out.stem)}\.step(\d+){re.escape(out.suffix)}")
+    found = {}
+    for p in out.parent.iterdir():
+        match = pattern.fullmatch(p.name)
+        if match:
+            found[int(match.group(1))] = p
+    return found
+
+
+def _keep_copy(out: Path, step: int) -> None:
+    """Keep the checkpoint now at ``out`` (of ``step``) as ``<stem>.step<step><suffix>``."""
+    kept = out.with_name(f"{out.stem}.step{step}{out.suffix}")
+    kept.unlink(missing_ok=True)  # a killed run may have kept this step already
+    try:
+        os.link(out, kept)  # the same bytes under a second name; replacing ``out`` leaves them alone
+    except OSError:  # a file system without hard links
+        atomic_write(kept, out.read_bytes())
 
 
 def loss_terms(pipeline: Pipeline, batch: Data, generator: torch.Generator) -> dict[str, Tensor]:
@@ -109,12 +185,37 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor]
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(groups)})
 
 
+BOOKKEEPING = ("steps", "checkpoint_every", "log_every", "keep_checkpoints")
+"""Training settings that change how long a run goes and what it writes, not what it computes."""
+
+
+def training_difference(trained: Recipe, recipe: Recipe) -> str | None:
+    """The first recipe entry that would make resuming ``trained`` with ``recipe`` compute
+    something else (``None`` if none does). Sampling settings and :data:`BOOKKEEPING` may change."""
+    for name in ("parts", "network", "dataset", "seed"):
+        if getattr(trained, name) != getattr(recipe, name):
+            return name
+    for field in attrs.fields(TrainConfig):
+        if field.name not in BOOKKEEPING and getattr(trained.train, field.name) != getattr(recipe.train, field.name):
+            return f"train.{field.name}"
+    return None
+
+
+def _check_steps(total: Any, path: str) -> int:
+    if isinstance(total, bool) or not isinstance(total, int):
+        raise ConfigError(path, f"expected int, got {total!r}")
+    if total < 1:
+        raise ConfigError(path, f"must be at least 1, got {total}")
+    return total
+
+
 def train(
     pipeline: Pipeline,
     data: Data | None = None,
     *,
     out: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     steps: int | None = None,
     progress: bool = True,
     metrics: str | Path | None = None,
@@ -123,41 +224,93 @@ def train(
     """Train ``pipeline``'s network on ``data`` (default: the recipe's dataset).
 
     Writes a checkpoint to ``out`` every ``train.checkpoint_every`` steps and at the
-    end; with ``resume`` it continues from the checkpoint at ``out``. ``steps``
-    overrides ``train.steps`` (the total, counting resumed steps). JSONL metrics go to
-    ``metrics`` (default: next to ``out``).
+    end; with ``resume`` it continues from the checkpoint at ``out``. An existing file
+    at ``out`` is otherwise refused unless ``overwrite``. ``steps`` overrides
+    ``train.steps`` (the total, counting resumed steps; at least 1). JSONL metrics go
+    to ``metrics`` (default: next to ``out``); with ``out`` the file is cut back to the
+    rows of the steps the run starts from (none for a fresh run).
+
+    Raises :class:`~diffusekit.errors.TrainingDiverged` at the first step whose loss or
+    gradient norm is not finite, or when a checkpoint's tensors are not; the
+    checkpoint at ``out`` then stays the last finite one.
     """
     recipe = pipeline.recipe
     cfg = recipe.train
-    total = cfg.steps if steps is None else steps
+    total = _check_steps(cfg.steps, "train.steps") if steps is None else _check_steps(steps, "steps")
+    if cfg.keep_checkpoints < 0:
+        raise ConfigError("train.keep_checkpoints", f"must not be negative, got {cfg.keep_checkpoints}")
+    out = Path(out) if out is not None else None
+    if resume and overwrite:
+        raise ConfigError("", "resume and overwrite exclude each other: continue the checkpoint or replace it")
+    if out is not None:
+        if out.suffix.lower() in PICKLE_SUFFIXES:
+            raise CheckpointError(f"{out}: checkpoints are safetensors files; use a .safetensors name")
+        if out.is_dir():
+            raise CheckpointError(f"{out} is a folder; name the checkpoint file")
+        if resume and not out.is_file():
+            raise CheckpointError(f"nothing to resume: no checkpoint at {out}")
+        if not resume and not overwrite:
+            earlier = sorted(kept_checkpoints(out).values()) if cfg.keep_checkpoints else []
+            existing = out if out.exists() or out.is_symlink() else (earlier[0] if earlier else None)
+            if existing is not None:
+                raise CheckpointError(
+                    f"{existing} already exists; continue it with --resume or replace it with --overwrite"
+                )
+    elif resume:
+        raise CheckpointError("nothing to resume: no checkpoint path given")
     network = pipeline.network
     data = load_data(pipeline) if data is None else data
-    out = Path(out) if out is not None else None
+    check_data(recipe, data)
     if metrics is None and out is not None:
         metrics = out.with_suffix(".metrics.jsonl")
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    if metrics is not None:
-        Path(metrics).parent.mkdir(parents=True, exist_ok=True)
+    metrics = Path(metrics) if metrics is not None else None
 
     optimizer = torch.optim.Adam(network.parameters(), lr=cfg.lr)
     ema = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     start = 0
+    last_saved: int | None = None  # the step of the checkpoint at ``out`` written or resumed by this run
     if resume:
-        if out is None or not out.is_file():
-            raise CheckpointError(f"nothing to resume: no checkpoint at {out}")
+        assert out is not None
         ckpt = load_checkpoint(out)
-        if dumps_json(ckpt.recipe) != dumps_json(recipe):
-            raise CheckpointError(f"{out}: the checkpoint was trained with a different recipe; cannot resume")
+        if not ckpt.group("model") or "diffusekit.optimizer" not in ckpt.metadata:
+            raise CheckpointError(
+                f"{out}: an exported checkpoint holds sampling weights only (no raw weights or optimizer state) "
+                "and cannot be resumed; resume from the training checkpoint it was exported from"
+            )
+        differs = training_difference(ckpt.recipe, recipe)
+        if differs:
+            raise CheckpointError(
+                f"{out}: the checkpoint was trained with a different recipe ({differs} differs); cannot resume"
+            )
+        start = ckpt.step
+        if start > total:
+            raise CheckpointError(f"{out} is at step {start}, past the requested {total} steps")
         network.load_state_dict(ckpt.group("model"))
         ema.module.load_state_dict(ckpt.group("ema"))
         ema.n_averaged.copy_(ckpt.tensors["ema_state.n_averaged"])
         _load_optimizer(optimizer, ckpt.group("optim"), ckpt.metadata["diffusekit.optimizer"])
-        start = ckpt.step
-        if start > total:
-            raise CheckpointError(f"{out} is at step {start}, past the requested {total} steps")
+        last_saved = start
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # what a killed run left: partial writes, and metric rows of steps its checkpoint never reached
+        remove_temporary_files(out)
+        if metrics is not None:
+            remove_temporary_files(metrics)
+            truncate_metrics(metrics, start)
+    if metrics is not None:
+        metrics.parent.mkdir(parents=True, exist_ok=True)
+
+    def diverged(step: int, what: str) -> TrainingDiverged:
+        if out is None:
+            kept = ""
+        elif last_saved is None:
+            kept = f"; no checkpoint of this run was written to {out}"
+        else:
+            kept = f"; the last good checkpoint {out} (step {last_saved}) is kept"
+        return TrainingDiverged(f"training diverged at step {step}: {what}{kept}; try a lower train.lr", step)
 
     def save(step: int) -> None:
+        nonlocal last_saved
         if out is None:
             return
         opt_tensors, groups = _optimizer_tensors(optimizer)
@@ -165,7 +318,23 @@ def train(
         tensors.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
         tensors["ema_state.n_averaged"] = ema.n_averaged
         tensors.update(opt_tensors)
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            more = f" and {len(bad) - 1} more tensors are" if len(bad) > 1 else " is"
+            raise diverged(step, f"{bad[0]}{more} not finite")
+        if cfg.keep_checkpoints:
+            if last_saved is None:
+                # a fresh run (--overwrite) replaces the earlier run's kept checkpoints along with its latest one
+                for path in kept_checkpoints(out).values():
+                    path.unlink(missing_ok=True)
+            elif last_saved != step and out.is_file():
+                _keep_copy(out, last_saved)
         save_checkpoint(out, tensors, recipe, step=step, extra={"diffusekit.optimizer": groups})
+        last_saved = step
+        if cfg.keep_checkpoints:
+            kept = kept_checkpoints(out)
+            for old in sorted(kept)[: max(0, len(kept) - cfg.keep_checkpoints)]:
+                kept[old].unlink(missing_ok=True)
 
     log = open(metrics, "a", encoding="utf-8") if metrics is not None else None
     bar = None
@@ -190,10 +359,18 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip)
+            done = step + 1
+            # checked before the optimizer step, so the weights stay those of the last finite step
+            loss_value, grad_value = loss.item(), float(grad_norm)
+            if not (math.isfinite(loss_value) and math.isfinite(grad_value)):
+                bad = (
+                    f"the loss is {loss_value}"
+                    if not math.isfinite(loss_value)
+                    else f"the gradient norm is {grad_value}"
+                )
+                raise diverged(done, bad)
             optimizer.step()
             ema.update_parameters(network)
-            loss_value = loss.item()
-            done = step + 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}")
@@ -201,7 +378,7 @@ def train(
                 record = {
                     "step": done,
                     "loss": loss_value,
-                    "grad_norm": float(grad_norm),
+                    "grad_norm": grad_value,
                     "lr": lr,
                     "elapsed_s": round(time.perf_counter() - began, 3),
                 }

@@ -17,7 +17,7 @@ from typing import ClassVar
 import attrs
 import torch
 from attrs import validators as v
-from diffusekit import Sampler, Step
+from diffusekit import ConfigError, Sampler, Step
 from diffusekit.sampler import StepTimes
 from torch import Tensor
 
@@ -104,8 +104,11 @@ class AdaptiveODE(Sampler):
             scale = {p: self.atol + self.rtol * torch.maximum(y[p].abs(), y_new[p].abs()) for p in x}
             norm = math.sqrt(sum(float(((err[p] / scale[p]) ** 2).sum()) for p in x) / sum(y[p].numel() for p in x))
             substeps += 1
+            if not math.isfinite(norm):  # NaN or inf in the state: no step size helps; hand it on to be reported
+                y = y_new
+                break
             if substeps > self.max_substeps:
-                raise RuntimeError(f"AdaptiveODE exceeded {self.max_substeps} substeps; loosen rtol/atol")
+                raise ConfigError("sampler.max_substeps", f"exceeded {self.max_substeps} substeps; loosen rtol/atol")
             if norm <= 1.0:
                 tau, y, k1 = tau + dtau, y_new, ks[6]  # first same as last
             dtau *= min(5.0, max(0.2, 0.9 * (norm if norm > 0 else 1e-10) ** -0.2))

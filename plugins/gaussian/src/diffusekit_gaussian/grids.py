@@ -13,16 +13,26 @@ from typing import ClassVar
 import attrs
 import torch
 from attrs import validators as v
-from diffusekit import GaussianSchedule, TimeGrid
+from diffusekit import ConfigError, GaussianSchedule, TimeGrid
 from torch import Tensor
 
 
 def _sigma_range(schedule: GaussianSchedule, sigma_min: float, sigma_max: float) -> tuple[float, float]:
-    top = math.exp(-0.5 * float(schedule.log_snr(torch.tensor(1.0, dtype=torch.float64))))
+    log_top = -0.5 * float(schedule.log_snr(torch.tensor(1.0, dtype=torch.float64)))
+    top = math.exp(log_top) if log_top < 700.0 else math.inf  # math.exp raises past ~709
     hi = min(sigma_max, top)
     if not hi > sigma_min:
-        raise ValueError(f"the schedule reaches sigma~ = {top:.4g} at t = 1, below the grid's sigma_min = {sigma_min}")
+        raise ConfigError(
+            "grid.sigma_min",
+            f"{sigma_min} is not below sigma~ = {hi:.4g}, the top of the grid (the schedule reaches {top:.4g} at t = 1)",
+        )
     return sigma_min, hi
+
+
+def _above_sigma_min(instance, attribute: attrs.Attribute, value: float) -> None:
+    """attrs validator of ``sigma_max``: the grid's range is not empty."""
+    if not value > instance.sigma_min:
+        raise ValueError(f"'{attribute.name}' must be above sigma_min = {instance.sigma_min}: {value}")
 
 
 def times_from_sigmas(schedule: GaussianSchedule, sigmas: Tensor) -> Tensor:
@@ -38,13 +48,16 @@ class KarrasGrid(TimeGrid):
     supports: ClassVar[frozenset[str]] = frozenset({"gaussian"})
     steps: int = attrs.field(default=18, validator=v.ge(1))
     sigma_min: float = attrs.field(default=0.002, validator=v.gt(0.0))
-    sigma_max: float = attrs.field(default=80.0, validator=v.gt(0.0))
+    sigma_max: float = attrs.field(default=80.0, validator=[v.gt(0.0), _above_sigma_min])
     rho: float = attrs.field(default=7.0, validator=v.gt(0.0))
 
     def times(self, schedule: GaussianSchedule) -> Tensor:
         lo, hi = _sigma_range(schedule, self.sigma_min, self.sigma_max)
         ramp = torch.linspace(0.0, 1.0, self.steps, dtype=torch.float64)
-        a, b = hi ** (1.0 / self.rho), lo ** (1.0 / self.rho)
+        try:
+            a, b = hi ** (1.0 / self.rho), lo ** (1.0 / self.rho)
+        except OverflowError:
+            raise ConfigError("grid.rho", f"{self.rho} is too small for noise levels up to {hi:.4g}") from None
         return times_from_sigmas(schedule, (a + ramp * (b - a)) ** self.rho)
 
 
@@ -59,7 +72,7 @@ class LogSNRGrid(TimeGrid):
     supports: ClassVar[frozenset[str]] = frozenset({"gaussian"})
     steps: int = attrs.field(default=20, validator=v.ge(1))
     sigma_min: float = attrs.field(default=0.002, validator=v.gt(0.0))
-    sigma_max: float = attrs.field(default=80.0, validator=v.gt(0.0))
+    sigma_max: float = attrs.field(default=80.0, validator=[v.gt(0.0), _above_sigma_min])
 
     def times(self, schedule: GaussianSchedule) -> Tensor:
         lo, hi = _sigma_range(schedule, self.sigma_min, self.sigma_max)
@@ -74,8 +87,9 @@ class ExponentialGrid(LogSNRGrid):
 
 def _decreasing(values: tuple[float, ...]) -> tuple[float, ...]:
     values = tuple(float(v) for v in values)
-    if len(values) < 2 or any(not b < a for a, b in zip(values, values[1:], strict=False)) or values[-1] <= 0:
-        raise ValueError(f"sigmas must be at least two strictly decreasing positive values, got {values}")
+    decreasing = all(b < a for a, b in zip(values, values[1:], strict=False))
+    if len(values) < 2 or not decreasing or values[-1] <= 0 or not math.isfinite(values[0]):
+        raise ValueError(f"sigmas must be at least two strictly decreasing positive finite values, got {values}")
     return values
 
 

@@ -10,7 +10,7 @@ as a single batch.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import torch
@@ -102,6 +102,8 @@ class ClassifierFreeGuidance(Guidance):
     the guidance rescale of Lin et al. (2024). Needs a network trained with condition
     dropout. Two evaluations per step, batched as one (one outside the interval).
     """
+
+    supports: ClassVar[frozenset[str]] = frozenset({"gaussian"})  # the schedule families it handles
 
     scale: float = 2.0
     interval: tuple[float, float] | None = attrs.field(default=None, converter=_interval)
@@ -206,6 +208,8 @@ class ClassifierGuidance(Guidance):
     set from Python (it is not a recipe parameter).
     """
 
+    supports: ClassVar[frozenset[str]] = frozenset({"gaussian"})  # the schedule families it handles
+
     scale: float = 1.0
     log_prob: Callable[..., Tensor] | None = attrs.field(default=None, eq=False, repr=False)
 
@@ -249,6 +253,8 @@ class ProductGuidance(Guidance):
     compose experts (Hinton, 2002; Du et al., "Reduce, Reuse, Recycle", 2023); the
     product of the noisy marginals is only an approximation of the noisy product.
     """
+
+    supports: ClassVar[frozenset[str]] = frozenset({"gaussian"})  # the schedule families it handles
 
     weight: float = 1.0
     weights: tuple[float, ...] = ()

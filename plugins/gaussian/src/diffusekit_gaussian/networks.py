@@ -9,12 +9,14 @@ classifier-free guidance).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import attrs
 import torch
 import torch.nn.functional as F
 from attrs import validators as v
-from diffusekit import ClassLabel, Condition, Network, ShapeError
+from diffusekit import ClassLabel, Condition, ConfigError, Network, PartSpec, Schedule, ShapeError
+from diffusekit.state import DEFAULT_PART
 from torch import Tensor, nn
 
 
@@ -56,12 +58,42 @@ class Conditioning(nn.Module):
         if self.labels is not None:
             if condition is None:
                 index = torch.full((batch,), self.num_classes, dtype=torch.long, device=e.device)
-            elif isinstance(condition, ClassLabel):
-                index = condition.embedding_index()
             else:
-                raise TypeError(f"this network is conditioned on class labels, got {type(condition).__name__}")
+                index = label_index(condition, self.num_classes)
             e = e + self.labels(index)
         return e
+
+
+def label_index(condition: Condition, num_classes: int) -> Tensor:
+    """The embedding index of each sample's label (``num_classes`` for the null label).
+
+    A :class:`~diffusekit.ClassLabel` of another number of classes is refused: its null
+    label would land on a real class of this network (or off its embedding table).
+    """
+    if not isinstance(condition, ClassLabel):
+        raise ShapeError(f"this network is conditioned on class labels, got {type(condition).__name__}")
+    if condition.num_classes != num_classes:
+        raise ShapeError(
+            f"this network embeds {num_classes} classes, but the class labels have num_classes = "
+            f"{condition.num_classes}"
+        )
+    return condition.embedding_index()
+
+
+def check_single_part(network: str, parts: Mapping[str, PartSpec], schedules: Mapping[str, Schedule]) -> PartSpec:
+    """The one Gaussian part with one noise level per sample that ``network`` denoises, else a ConfigError."""
+    if list(parts) != [DEFAULT_PART]:
+        raise ConfigError("parts", f"the {network} takes one part named {DEFAULT_PART!r}, got {sorted(parts)}")
+    if schedules[DEFAULT_PART].kind != "gaussian":
+        raise ConfigError(
+            f"parts.{DEFAULT_PART}.schedule",
+            f"the {network} denoises Gaussian parts; {type(schedules[DEFAULT_PART]).__name__} is "
+            f"{schedules[DEFAULT_PART].kind}",
+        )
+    part = parts[DEFAULT_PART]
+    if part.time_dims != 1:
+        raise ConfigError(f"parts.{DEFAULT_PART}.time_dims", f"must be 1: the {network} takes one time per sample")
+    return part
 
 
 class ResBlock(nn.Module):
@@ -107,6 +139,7 @@ class UNetModule(nn.Module):
     def __init__(self, spec: UNet) -> None:
         super().__init__()
         ch, emb = spec.channels, 4 * spec.channels
+        self.factor = spec.downsampling
         self.embed = Conditioning(emb, spec.num_classes)
         self.conv_in = nn.Conv2d(spec.in_channels, ch, 3, padding=1)
         widths = [ch * m for m in spec.channel_mult]
@@ -150,8 +183,11 @@ class UNetModule(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, x: Tensor, noise: Tensor, condition: Condition | None = None) -> Tensor:
-        if x.ndim != 4:
-            raise ShapeError(f"the U-Net takes images (B, C, H, W), got shape {tuple(x.shape)}")
+        if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != self.conv_in.in_channels:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ShapeError(f"the U-Net takes images (B, {self.conv_in.in_channels}, H, W), got {shape}")
+        if x.shape[2] % self.factor or x.shape[3] % self.factor:
+            raise ShapeError(f"the U-Net takes heights and widths divisible by {self.factor}, got {tuple(x.shape)}")
         e = self.embed(noise, condition, x.shape[0], x.dtype)
         h = self.conv_in(x)
         hs = [h]
@@ -170,6 +206,16 @@ class UNetModule(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+def _multiple_of(n: int):
+    """attrs validator: the value is a multiple of ``n``."""
+
+    def check(instance, attribute: attrs.Attribute, value: int) -> None:
+        if value % n:
+            raise ValueError(f"'{attribute.name}' must be a multiple of {n}: {value}")
+
+    return check
+
+
 @attrs.frozen
 class UNet(Network):
     """A small U-Net (Ronneberger et al., 2015; Ho et al., 2020): FiLM residual blocks, self-attention at chosen levels.
@@ -179,15 +225,35 @@ class UNet(Network):
     """
 
     in_channels: int = attrs.field(default=1, validator=v.ge(1))
-    channels: int = attrs.field(default=64, validator=v.ge(8))
-    channel_mult: tuple[int, ...] = (1, 2)
+    channels: int = attrs.field(default=64, validator=[v.ge(8), _multiple_of(8)])  # group norms of 8 groups
+    channel_mult: tuple[int, ...] = attrs.field(default=(1, 2), validator=v.deep_iterable(v.ge(1), v.min_len(1)))
     num_res_blocks: int = attrs.field(default=2, validator=v.ge(1))
     attention_levels: tuple[int, ...] = (1,)
     num_classes: int = attrs.field(default=0, validator=v.ge(0))
     dropout: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.lt(1.0)])
 
+    @property
+    def downsampling(self) -> int:
+        """How many times smaller the lowest level is than the image (heights and widths are multiples of it)."""
+        return 2 ** (len(self.channel_mult) - 1)
+
     def build(self) -> nn.Module:
         return UNetModule(self)
+
+    def check_parts(self, parts: Mapping[str, PartSpec], schedules: Mapping[str, Schedule]) -> None:
+        """Refuse parts other than one Gaussian image ``x`` of ``(in_channels, H, W)`` that the levels divide."""
+        shape = check_single_part("U-Net", parts, schedules).shape
+        path = f"parts.{DEFAULT_PART}.shape"
+        if len(shape) != 3:
+            raise ConfigError(path, f"the U-Net takes images (channels, height, width), got {list(shape)}")
+        if shape[0] != self.in_channels:
+            raise ConfigError(path, f"has {shape[0]} channels but network.in_channels is {self.in_channels}")
+        if shape[1] % self.downsampling or shape[2] % self.downsampling:
+            raise ConfigError(
+                path,
+                f"height and width must be multiples of {self.downsampling} for the {len(self.channel_mult)} "
+                f"levels of network.channel_mult, got {shape[1]}x{shape[2]}",
+            )
 
     def example_shape(self) -> tuple[int, ...]:
         side = 2 ** len(self.channel_mult) * 2
@@ -213,8 +279,9 @@ class MLPModule(nn.Module):
         self.out = nn.Linear(spec.hidden, spec.dim)
 
     def forward(self, x: Tensor, noise: Tensor, condition: Condition | None = None) -> Tensor:
-        if x.ndim != 2:
-            raise ShapeError(f"the MLP takes vectors (B, D), got shape {tuple(x.shape)}")
+        if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != self.inp.in_features:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ShapeError(f"the MLP takes vectors (B, {self.inp.in_features}), got {shape}")
         e = self.embed(noise, condition, x.shape[0], x.dtype)
         h = self.inp(x) + e
         for block in self.blocks:
@@ -227,12 +294,20 @@ class MLP(Network):
     """A residual MLP for vector data ``(B, dim)``, with noise-level and class embeddings added at every block."""
 
     dim: int = attrs.field(default=2, validator=v.ge(1))
-    hidden: int = attrs.field(default=128, validator=v.ge(2))
+    hidden: int = attrs.field(default=128, validator=[v.ge(2), _multiple_of(2)])  # sines and cosines
     depth: int = attrs.field(default=3, validator=v.ge(1))
     num_classes: int = attrs.field(default=0, validator=v.ge(0))
 
     def build(self) -> nn.Module:
         return MLPModule(self)
+
+    def check_parts(self, parts: Mapping[str, PartSpec], schedules: Mapping[str, Schedule]) -> None:
+        """Refuse parts other than one Gaussian vector ``x`` of ``(dim,)``."""
+        shape = check_single_part("MLP", parts, schedules).shape
+        if tuple(shape) != (self.dim,):
+            raise ConfigError(
+                f"parts.{DEFAULT_PART}.shape", f"the MLP takes vectors of network.dim = {self.dim}, got {list(shape)}"
+            )
 
     def example_shape(self) -> tuple[int, ...]:
         return (self.dim,)

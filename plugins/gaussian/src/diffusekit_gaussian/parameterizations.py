@@ -62,7 +62,9 @@ class EDMPreconditioning(GaussianParameterization):
     sigma_data: float = attrs.field(default=0.5, validator=v.gt(0.0))
 
     def _norm(self, c: GaussianCoefficients) -> Scalar:
-        return numeric.sqrt(c.sigma**2 + (c.alpha * self.sigma_data) ** 2)
+        scaled = c.alpha * self.sigma_data
+        # products, not ** 2: a Python float overflows to inf like a tensor instead of raising OverflowError
+        return numeric.sqrt(c.sigma * c.sigma + scaled * scaled)
 
     def network_input(self, x: Tensor, c: GaussianCoefficients) -> Tensor:
         return x / self._norm(c)
@@ -75,7 +77,7 @@ class EDMPreconditioning(GaussianParameterization):
 
     def _skip_out(self, c: GaussianCoefficients) -> tuple[Scalar, Scalar]:
         norm = self._norm(c)
-        return self.sigma_data**2 * c.alpha / norm**2, c.sigma * self.sigma_data / norm
+        return self.sigma_data * self.sigma_data * c.alpha / (norm * norm), c.sigma * self.sigma_data / norm
 
     def output_value(self, raw: Tensor, x: Tensor, c: GaussianCoefficients) -> Tensor:
         skip, out = self._skip_out(c)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Literal
 
 import attrs
 import torch
 from attrs import validators as v
-from diffusekit import ClassLabel, Condition, Network, ShapeError, TrainConfig
+from diffusekit import ClassLabel, Condition, ConfigError, Network, PartSpec, Schedule, ShapeError, TrainConfig
+from diffusekit.state import DEFAULT_PART
 from torch import Tensor, nn
 
 
@@ -46,11 +48,20 @@ class TransformerModule(nn.Module):
         self.head = nn.Linear(d, spec.num_classes)
 
     def forward(self, x: Tensor, noise: Tensor, condition: Condition | None = None) -> Tensor:
+        if not isinstance(x, Tensor) or x.is_floating_point() or x.ndim < 1:
+            what = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+            raise ShapeError(f"this transformer takes integer tokens (B, ...), got {what}")
         batch, shape = x.shape[0], x.shape[1:]
         flat = x.reshape(batch, -1)
         length = flat.shape[1]
         if length != self.spec.length:
             raise ShapeError(f"this transformer takes {self.spec.length} tokens per sample, got {length}")
+        if bool(((flat < 0) | (flat >= self.spec.num_classes)).any()):  # else an index error (a device assert on GPU)
+            low, high = int(flat.min()), int(flat.max())
+            raise ShapeError(
+                f"this transformer takes tokens 0..{self.spec.num_classes - 1} (num_classes = "
+                f"{self.spec.num_classes}), got tokens from {low} to {high}"
+            )
         h = self.tokens(flat)
         if self.spec.positions == "sudoku":
             h = h + self.rows(self.cell_rc[0]) + self.cols(self.cell_rc[1]) + self.boxes(self.cell_rc[2])
@@ -66,10 +77,15 @@ class TransformerModule(nn.Module):
         if self.labels is not None:
             if condition is None:
                 index = torch.full((batch,), self.spec.num_labels, dtype=torch.long, device=h.device)
-            elif isinstance(condition, ClassLabel):
-                index = condition.embedding_index()
+            elif not isinstance(condition, ClassLabel):
+                raise ShapeError(f"this transformer is conditioned on class labels, got {type(condition).__name__}")
+            elif condition.num_classes != self.spec.num_labels:  # else the null label lands on a real class
+                raise ShapeError(
+                    f"this transformer embeds {self.spec.num_labels} labels (num_labels), but the class labels "
+                    f"have num_classes = {condition.num_classes}"
+                )
             else:
-                raise TypeError(f"this transformer is conditioned on class labels, got {type(condition).__name__}")
+                index = condition.embedding_index()
             h = h + self.labels(index)[:, None]
         for layer in self.encoder.layers:  # pre-norm blocks, written out to put rotary inside attention
             h = h + self.attend(layer, layer.norm1(h))
@@ -95,6 +111,12 @@ class TransformerModule(nn.Module):
         return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
 
 
+def _even(instance, attribute: attrs.Attribute, value: int) -> None:
+    """attrs validator: the value is even."""
+    if value % 2:
+        raise ValueError(f"'{attribute.name}' must be even: {value}")
+
+
 @attrs.frozen
 class Transformer(Network):
     """A pre-norm bidirectional transformer (Vaswani et al., 2017; as in MDLM's DiT backbone, without the DiT blocks).
@@ -111,7 +133,7 @@ class Transformer(Network):
 
     num_classes: int = attrs.field(default=10, validator=v.ge(2))
     length: int = attrs.field(default=16, validator=v.ge(1))
-    d_model: int = attrs.field(default=64, validator=v.ge(8))
+    d_model: int = attrs.field(default=64, validator=[v.ge(8), _even])  # sines and cosines of the time
     layers: int = attrs.field(default=2, validator=v.ge(1))
     heads: int = attrs.field(default=4, validator=v.ge(1))
     dropout: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.lt(1.0)])
@@ -123,9 +145,34 @@ class Transformer(Network):
         if self.d_model % self.heads or (self.positions == "rotary" and (self.d_model // self.heads) % 2):
             even = " of even width" if self.positions == "rotary" else ""
             raise ValueError(f"d_model {self.d_model} does not split into {self.heads} heads{even}")
+        if self.positions == "sudoku" and self.length != 81:
+            raise ValueError(f"positions 'sudoku' are the cells of a 9x9 grid: length must be 81, got {self.length}")
 
     def build(self) -> nn.Module:
         return TransformerModule(self)
+
+    def check_parts(self, parts: Mapping[str, PartSpec], schedules: Mapping[str, Schedule]) -> None:
+        """Refuse parts other than one categorical part ``x`` of ``length`` tokens over ``num_classes`` classes."""
+        if list(parts) != [DEFAULT_PART]:
+            raise ConfigError("parts", f"the transformer takes one part named {DEFAULT_PART!r}, got {sorted(parts)}")
+        schedule = schedules[DEFAULT_PART]
+        if schedule.kind != "categorical":
+            raise ConfigError(
+                f"parts.{DEFAULT_PART}.schedule",
+                f"the transformer denoises categorical parts; {type(schedule).__name__} is {schedule.kind}",
+            )
+        if schedule.num_classes != self.num_classes:
+            raise ConfigError(
+                "network.num_classes",
+                f"is {self.num_classes} but the schedule of part {DEFAULT_PART!r} has {schedule.num_classes} "
+                f"classes (parts.{DEFAULT_PART}.schedule)",
+            )
+        tokens = math.prod(parts[DEFAULT_PART].shape)
+        if tokens != self.length:
+            raise ConfigError(
+                f"parts.{DEFAULT_PART}.shape",
+                f"holds {tokens} tokens but network.length is {self.length}",
+            )
 
     def example_input(self, batch: int, generator: torch.Generator) -> Tensor:
         return torch.randint(0, self.num_classes, (batch, self.length), generator=generator)

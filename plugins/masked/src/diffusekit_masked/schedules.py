@@ -173,8 +173,10 @@ class Uniform(_Discrete):
 
 def _frequencies(values) -> tuple[float, ...]:
     values = tuple(float(x) for x in values)
-    if len(values) < 2 or any(x < 0 for x in values) or sum(values) <= 0:
-        raise ValueError(f"frequencies must be at least two non-negative numbers with a positive sum, got {values}")
+    if len(values) < 2 or not all(0 <= x < math.inf for x in values) or not 0 < sum(values) < math.inf:
+        raise ValueError(
+            f"frequencies must be at least two finite non-negative numbers with a positive sum, got {values}"
+        )
     total = sum(values)
     return tuple(x / total for x in values)
 

@@ -26,6 +26,7 @@ import torch
 from attrs import validators as v
 from diffusekit import (
     ComponentSpec,
+    ConfigError,
     Data,
     Dataset,
     DiffusekitError,
@@ -109,6 +110,10 @@ class Shakespeare(Dataset):
 
     def load(self) -> Data:
         ids = torch.tensor(encode("\n\n".join(texts(self.split))), dtype=torch.long)
+        if len(ids) < self.length:
+            raise ConfigError(
+                "dataset.length", f"{self.length} is longer than the {self.split} texts ({len(ids)} characters)"
+            )
         stride = self.stride if self.split == "train" else self.length  # test chunks do not overlap
         starts = torch.arange(0, len(ids) - self.length + 1, stride)
         return Data({"x": ids[starts[:, None] + torch.arange(self.length)]})

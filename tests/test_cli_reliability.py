@@ -1,8 +1,10 @@
-"""The CLI survives hostile plugins and refuses foreign files, run for real in subprocesses.
+"""The CLI under bad input, run for real in subprocesses.
 
 A plugin that calls ``sys.exit`` or raises ``KeyboardInterrupt`` at import, in a
 registration hook or in ``register_commands`` must not take down any command (not even
-``--help`` or ``--version``); it is reported by name instead.
+``--help`` or ``--version``); it is reported by name instead. Foreign files, non-finite
+numbers and weights, impossible sample counts and paths that are not UTF-8 end in one
+line ``Error: ...`` or work.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakeplugins import assert_one_line_error, env_with, run_cli, write_distribution  # noqa: E402
+from test_cli import TINY_RECIPE  # noqa: E402
 
 HOSTILE = {
     "exit_import": "import sys\nsys.exit(7)\n",
@@ -110,3 +113,72 @@ def test_the_users_ctrl_c_while_plugins_load_still_interrupts(tmp_path):
         process.kill()
     assert process.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == "Interrupted." and "Traceback" not in stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A tiny digits checkpoint trained for 3 steps by the CLI."""
+    folder = tmp_path_factory.mktemp("trained")
+    (folder / "tiny.toml").write_text(TINY_RECIPE, encoding="utf-8")
+    result = run_cli("train", "tiny.toml", "--out", "m.safetensors", "--no-progress", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder / "m.safetensors"
+
+
+@pytest.mark.parametrize(
+    ("setting", "path"),
+    [("sampler.eta=nan", "sampler.eta"), ("sampler.eta=-inf", "sampler.eta"), ("grid.steps=nan", "grid.steps")],
+)
+def test_non_finite_settings_are_refused(tmp_path, trained, setting, path):
+    message = assert_one_line_error(run_cli("sample", trained, "--set", setting, "--num", "1", cwd=tmp_path))
+    assert message.startswith(path)
+
+
+@pytest.mark.parametrize("num", ["0", "-1"])
+def test_a_number_of_samples_below_one_is_refused(tmp_path, trained, num):
+    message = assert_one_line_error(run_cli("sample", trained, "--num", num, "--out", "s", cwd=tmp_path))
+    assert message == f"--num: the number of samples must be at least 1, got {num}"
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_huge_number_of_samples_is_refused_up_front(tmp_path, trained):
+    message = assert_one_line_error(run_cli("sample", trained, "--num", str(10**12), cwd=tmp_path))
+    assert message.startswith(f"--num: {10**12} samples need about") and "GiB for the outputs alone" in message
+
+
+def test_many_samples_are_announced_with_their_cost(tmp_path, trained):
+    result = run_cli("sample", trained, "--num", "300", "--out", "s", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "sampling 300 samples in 2 batches of up to 256: about 8 network evaluations" in result.stderr
+
+
+def test_a_checkpoint_with_a_nan_weight_is_refused_by_name(tmp_path, trained):
+    from diffusekit.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(trained)
+    tensors = dict(ckpt.tensors)
+    key = next(k for k in tensors if k.startswith("ema.") and tensors[k].is_floating_point())
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[0] = float("nan")
+    broken = tmp_path / "nan.safetensors"
+    save_checkpoint(broken, tensors, ckpt.recipe, step=ckpt.step)
+    message = assert_one_line_error(run_cli("sample", broken, "--out", "s", cwd=tmp_path))
+    assert f"weight {key[len('ema.'):]} holds 1 non-finite values" in message
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+def test_paths_that_are_not_utf8_work_end_to_end(tmp_path):
+    import os
+
+    (tmp_path / "tiny.toml").write_text(TINY_RECIPE, encoding="utf-8")
+    import subprocess
+
+    from fakeplugins import diffusekit_script
+
+    def cli(*args: bytes) -> None:  # bytes in and out: the names are not text
+        result = subprocess.run([diffusekit_script().encode(), *args], cwd=tmp_path, capture_output=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+
+    cli(b"train", b"tiny.toml", b"--out", b"caf\xe9.safetensors", b"--no-progress")
+    cli(b"sample", b"caf\xe9.safetensors", b"--num", b"2", b"--out", b"samples-\xe9", b"--no-progress")
+    assert (tmp_path / os.fsdecode(b"samples-\xe9") / "samples.safetensors").is_file()
