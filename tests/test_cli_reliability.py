@@ -137,7 +137,7 @@ def test_non_finite_settings_are_refused(tmp_path, trained, setting, path):
 @pytest.mark.parametrize("num", ["0", "-1"])
 def test_a_number_of_samples_below_one_is_refused(tmp_path, trained, num):
     message = assert_one_line_error(run_cli("sample", trained, "--num", num, "--out", "s", cwd=tmp_path))
-    assert message == f"--num: the number of samples must be at least 1, got {num}"
+    assert message == f"--num: must be at least 1, got {num}"
     assert not (tmp_path / "s").exists()
 
 

@@ -205,10 +205,11 @@ def _write_samples(pipeline: Any, samples: Any, condition: Any, out: Path) -> li
     return [write_tensors(out / "samples.safetensors", as_parts(samples))]
 
 
-def _positive_num(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    """``--num`` is checked while parsing, before anything (training) starts."""
+def _at_least_one(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """Counts (``--num``, ``--steps``) are checked while parsing, before anything (training) starts.
+    (A ``ClickException`` here is one line; click's ``IntRange`` would also print the usage.)"""
     if value is not None and value < 1:
-        raise click.ClickException(f"--num: the number of samples must be at least 1, got {value}")
+        raise click.ClickException(f"--{param.name}: must be at least 1, got {value}")
     return value
 
 
@@ -265,11 +266,9 @@ def _model_differs(shipped: Any, recipe: Any) -> str | None:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe entry (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("outputs"), show_default=True)
 @click.option("--seed", type=int, help="Override the recipe's seed.")
-@click.option(
-    "--num", type=int, callback=_positive_num, help="Number of samples (default: the recipe's sample.num)."
-)
+@click.option("--num", type=int, callback=_at_least_one, help="Number of samples (default: the recipe's sample.num).")
 @click.option("--train", "force_train", is_flag=True, help="Train from scratch even if the method ships weights.")
-@click.option("--steps", type=int, help="Training steps (default: the recipe's train.steps).")
+@click.option("--steps", type=int, callback=_at_least_one, help="Training steps (default: the recipe's train.steps).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 def run(
     target: str,
@@ -286,8 +285,6 @@ def run(
     from diffusekit.pipeline import build
     from diffusekit.training import train as train_loop
 
-    if steps is not None and steps < 1:
-        raise click.ClickException(f"--steps: must be at least 1, got {steps}")
     recipe = _recipe(target, sets, seed)
     pipeline = build(recipe)
     shipped = None if force_train or pipeline.method is None else pipeline.method.weights()
@@ -315,7 +312,9 @@ def run(
 )
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe entry (repeatable).")
 @click.option("--seed", type=int, help="Override the recipe's seed.")
-@click.option("--steps", type=int, help="Total training steps (default: the recipe's train.steps).")
+@click.option(
+    "--steps", type=int, callback=_at_least_one, help="Total training steps (default: the recipe's train.steps)."
+)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint at --out.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint at --out (and its metrics).")
 @click.option("--progress/--no-progress", default=True)
@@ -333,8 +332,6 @@ def train(
     from diffusekit.pipeline import build
     from diffusekit.training import train as train_loop
 
-    if steps is not None and steps < 1:
-        raise click.ClickException(f"--steps: must be at least 1, got {steps}")
     if resume and overwrite:
         raise click.ClickException("--resume and --overwrite exclude each other: continue the checkpoint or replace it")
     recipe = _recipe(target, sets, seed)
@@ -347,9 +344,7 @@ def train(
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option(
-    "--num", type=int, callback=_positive_num, help="Number of samples (default: the recipe's sample.num)."
-)
+@click.option("--num", type=int, callback=_at_least_one, help="Number of samples (default: the recipe's sample.num).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("samples"), show_default=True)
 @click.option(
     "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a sampling entry, e.g. sampler=gaussian:ddim."

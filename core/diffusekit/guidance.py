@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -22,6 +22,9 @@ from diffusekit.state import Parts, PartTimes, batch_size
 
 class Guidance(abc.ABC):
     """Base class of guidances."""
+
+    supports: ClassVar[frozenset[str]] = frozenset({"gaussian", "categorical"})
+    """The schedule families whose parts this guidance can combine (recipes are checked against it)."""
 
     @abc.abstractmethod
     def wrap(self, denoiser: DenoiserLike) -> DenoiserLike:

@@ -8,9 +8,15 @@ shaped like ``x_in`` (or, for multi-part denoisers, dicts keyed by part; see
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from diffusekit.recipe import PartSpec
+    from diffusekit.schedule import Schedule
 
 
 class Network(abc.ABC):
@@ -19,6 +25,13 @@ class Network(abc.ABC):
     @abc.abstractmethod
     def build(self) -> nn.Module:
         """A freshly initialised module (initialisation draws from torch's global generator)."""
+
+    def check_parts(self, parts: Mapping[str, PartSpec], schedules: Mapping[str, Schedule]) -> None:
+        """Raise a :class:`~diffusekit.ConfigError` naming the recipe path (``parts.x.shape``,
+        ``network.in_channels``) when this network cannot take these parts; called when a recipe
+        is validated, so a mismatch is reported before anything is built or trained. By default
+        every part is accepted."""
+        return None
 
     def example_shape(self) -> tuple[int, ...] | None:
         """The per-sample input shape of a typical call, for the conformance kit (``None``: not checked)."""

@@ -308,6 +308,15 @@ def _fields(cls: type) -> dict[str, attrs.Attribute]:
     return {f.name: f for f in attrs.fields(cls) if f.init}
 
 
+def _refuse_infinity(value: Any, path: str) -> None:
+    """A ConfigError if ``value`` (or a number in a list or table of it) is ±inf."""
+    if isinstance(value, float) and math.isinf(value):
+        raise ConfigError(path, f"must be a finite number, got {value!r}")
+    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        _refuse_infinity(item, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}")
+
+
 def instantiate(registry: Registry, kind: str, spec: ComponentSpec, path: str) -> Any:
     """Build the component ``spec`` of ``kind``; errors name ``path``."""
     try:
@@ -324,8 +333,8 @@ def instantiate(registry: Registry, kind: str, spec: ComponentSpec, path: str) -
     kwargs = {}
     for key, value in spec.params.items():
         kwargs[key] = structure(value, fields[key].type, f"{path}.{key}")
-        if isinstance(kwargs[key], float) and math.isinf(kwargs[key]) and not fields[key].metadata.get(ALLOW_INF):
-            raise ConfigError(f"{path}.{key}", f"must be a finite number, got {value!r}")
+        if not fields[key].metadata.get(ALLOW_INF):
+            _refuse_infinity(kwargs[key], f"{path}.{key}")
     try:
         return entry.obj(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -344,9 +353,8 @@ def validate(recipe: Recipe, registry: Registry) -> None:
     together; raise a :class:`ConfigError` naming the path of the first error.
 
     Fitting together: each part's parameterization, the sampler, the grid and the guidance
-    (if it declares ``supports``) handle the part's schedule family, and the network takes the parts. A network spec may define
-    ``check_parts(parts, schedules)`` (the recipe's :class:`PartSpec` and the built
-    schedules by part name) that raises a ConfigError for parts it cannot take.
+    handle the part's schedule family (their ``supports``), and the network takes the
+    parts (:meth:`~diffusekit.Network.check_parts`).
     """
 
     def check_integers(value: Any, path: list[Any]) -> None:  # torch sizes, seeds and counts are 64-bit
@@ -408,13 +416,11 @@ def validate(recipe: Recipe, registry: Registry) -> None:
             )
     families = {schedule.kind for schedule in schedules.values()}
     for kind in ("sampler", "grid", "guidance"):
-        supports = getattr(components.get(kind), "supports", None)  # guidances may handle every family
+        supports = getattr(components.get(kind), "supports", None)  # None: no such component in the recipe
         if supports is not None and not families <= supports:
             raise ConfigError(
                 f"{kind}.name",
                 f"{getattr(recipe, kind).name} handles {'/'.join(sorted(supports))} parts, "
                 f"not {'/'.join(sorted(families - supports))} ones",
             )
-    check_parts = getattr(components["network"], "check_parts", None)
-    if check_parts is not None:
-        check_parts(recipe.parts, schedules)
+    components["network"].check_parts(recipe.parts, schedules)

@@ -80,7 +80,7 @@ def sample_times(cfg: TrainConfig, shape: tuple[int, ...], generator: torch.Gene
 def load_data(pipeline: Pipeline) -> Data:
     recipe = pipeline.recipe
     if recipe.dataset is None:
-        raise CheckpointError("the recipe names no dataset to train on (set [dataset])")
+        raise ConfigError("dataset", "the recipe names no dataset to train on (set [dataset])")
     return instantiate(get_registry(), "dataset", recipe.dataset, "dataset").load()
 
 
@@ -307,7 +307,7 @@ def train(
             kept = f"; no checkpoint of this run was written to {out}"
         else:
             kept = f"; the last good checkpoint {out} (step {last_saved}) is kept"
-        return TrainingDiverged(f"training diverged at step {step}: {what}{kept}; try a lower train.lr", step)
+        return TrainingDiverged(f"training diverged at step {step}: {what}{kept}; a lower train.lr often helps", step)
 
     def save(step: int) -> None:
         nonlocal last_saved

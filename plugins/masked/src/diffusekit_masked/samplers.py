@@ -192,7 +192,12 @@ class FirstHitting(Sampler):
             position = torch.multinomial(
                 weights.clamp_min(0) + (~active)[:, None].to(torch.float64), 1, generator=generator
             ).squeeze(1)
-            value = draw(probs[torch.arange(batch), position], generator)
+            # a jump unmasks: never to the mask itself (SUBS gives it no mass anyway), so every
+            # jump unmasks one token and the loop ends
+            value = draw(
+                probs[torch.arange(batch), position].index_fill(-1, torch.tensor([m], device=probs.device), 0.0),
+                generator,
+            )
             flat = flat.clone()
             flat[active, position[active]] = value[active]
         out = flat.reshape(tokens.shape)
