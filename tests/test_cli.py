@@ -19,40 +19,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import fakeplugins  # noqa: E402
 from diffusekit.registry import HOOKS  # noqa: E402
-from fakeplugins import TINY_RUN_ARGS, assert_one_line_error, assert_png, env_with, run_cli  # noqa: E402
+from fakeplugins import (  # noqa: E402
+    TINY_RUN_ARGS,
+    assert_one_line_error,
+    assert_png,
+    digits_recipe,
+    env_with,
+    run_cli,
+)
 
 HOOK_NAMES = HOOKS  # kind -> the hook that registers it
 
-TINY_RECIPE = """\
-seed = 0
-method = "gaussian:digits"
-dataset = {name = "gaussian:digits"}
-
-[parts.x]
-shape = [1, 8, 8]
-schedule = {name = "gaussian:vp_cosine"}
-parameterization = {name = "gaussian:eps"}
-
-[network]
-name = "gaussian:unet"
-in_channels = 1
-channels = 8
-channel_mult = [1]
-num_res_blocks = 1
-attention_levels = []
-num_classes = 10
-
-[sampler]
-name = "gaussian:ddim"
-
-[grid]
-name = "gaussian:karras"
-steps = 4
-
-[train]
-steps = 3
-batch_size = 8
-"""
+TINY_RECIPE = digits_recipe()
 
 
 def _json(result: subprocess.CompletedProcess[str]):

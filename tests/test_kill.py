@@ -25,44 +25,22 @@ from diffusekit.checkpoint import load_checkpoint, read_metadata
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fakeplugins import diffusekit_script, env_with, run_cli  # noqa: E402
+from fakeplugins import diffusekit_script, digits_recipe, env_with, run_cli  # noqa: E402
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 
 # A wider U-Net than the other tests' (about 11 MiB of checkpoint with optimizer state), so
 # that each write takes a while.
-KILL_RECIPE = """\
-seed = 0
-dataset = {name = "gaussian:digits"}
-
-[parts.x]
-shape = [1, 8, 8]
-schedule = {name = "gaussian:vp_cosine"}
-parameterization = {name = "gaussian:eps"}
-
-[network]
-name = "gaussian:unet"
-in_channels = 1
-channels = 32
-channel_mult = [1, 2]
-num_res_blocks = 1
-attention_levels = []
-num_classes = 10
-
-[sampler]
-name = "gaussian:ddim"
-
-[grid]
-name = "gaussian:karras"
-steps = 4
-
-[train]
-steps = 100000
-batch_size = 2
-checkpoint_every = 1
-log_every = 1
-keep_checkpoints = 2
-"""
+KILL_RECIPE = digits_recipe(
+    method=False,
+    channels=32,
+    channel_mult="[1, 2]",
+    steps=100000,
+    batch_size=2,
+    checkpoint_every=1,
+    log_every=1,
+    keep_checkpoints=2,
+)
 
 TRIALS = 4
 KILL_DELAYS = [random.Random(20240917).uniform(0.0, 0.01) for _ in range(TRIALS)]

@@ -22,39 +22,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fakeplugins import assert_one_line_error, run_cli  # noqa: E402
+from fakeplugins import assert_one_line_error, digits_recipe, run_cli  # noqa: E402
 
-DIGITS_RECIPE = """\
-seed = 0
-dataset = {name = "gaussian:digits"}
-
-[parts.x]
-shape = [1, 8, 8]
-schedule = {name = "gaussian:vp_cosine"}
-parameterization = {name = "gaussian:eps"}
-
-[network]
-name = "gaussian:unet"
-in_channels = 1
-channels = 8
-channel_mult = [1]
-num_res_blocks = 1
-attention_levels = []
-num_classes = 10
-
-[sampler]
-name = "gaussian:ddim"
-
-[grid]
-name = "gaussian:karras"
-steps = 4
-
-[train]
-steps = 3
-batch_size = 8
-checkpoint_every = 1
-log_every = 1
-"""
+DIGITS_RECIPE = digits_recipe(method=False, checkpoint_every=1, log_every=1)
 """A digits recipe that trains in seconds and writes a checkpoint and a metrics row every step."""
 
 
