@@ -100,7 +100,9 @@ def test_the_users_ctrl_c_while_plugins_load_still_interrupts(tmp_path):
     site = tmp_path / "site"
     marker = tmp_path / "loading"
     source = f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(120)\n"
-    write_distribution(site, dist="fake-slow", module="dkfake_slow", source=source, entry_points={"slow": "dkfake_slow"})
+    write_distribution(
+        site, dist="fake-slow", module="dkfake_slow", source=source, entry_points={"slow": "dkfake_slow"}
+    )
     process = subprocess.Popen(
         [diffusekit_script(), "list"], cwd=tmp_path, env=env_with(site), stderr=subprocess.PIPE, text=True
     )
@@ -163,7 +165,7 @@ def test_a_checkpoint_with_a_nan_weight_is_refused_by_name(tmp_path, trained):
     broken = tmp_path / "nan.safetensors"
     save_checkpoint(broken, tensors, ckpt.recipe, step=ckpt.step)
     message = assert_one_line_error(run_cli("sample", broken, "--out", "s", cwd=tmp_path))
-    assert f"weight {key[len('ema.'):]} holds 1 non-finite values" in message
+    assert f"weight {key[len('ema.') :]} holds 1 non-finite values" in message
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
 
 
@@ -182,3 +184,48 @@ def test_paths_that_are_not_utf8_work_end_to_end(tmp_path):
     cli(b"train", b"tiny.toml", b"--out", b"caf\xe9.safetensors", b"--no-progress")
     cli(b"sample", b"caf\xe9.safetensors", b"--num", b"2", b"--out", b"samples-\xe9", b"--no-progress")
     assert (tmp_path / os.fsdecode(b"samples-\xe9") / "samples.safetensors").is_file()
+
+
+TYPO_HOOK = '''
+import attrs
+import torch
+import diffusekit
+
+
+@attrs.frozen
+class EvenGrid(diffusekit.TimeGrid):
+    """Evenly spaced times."""
+
+    steps: int = 4
+
+    def times(self, schedule):
+        return torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64)
+
+
+@diffusekit.hookimpl
+def register_grid(register):
+    register(EvenGrid, name="even")
+'''
+
+UNDECORATED_HOOK = TYPO_HOOK.replace("@diffusekit.hookimpl\ndef register_grid(", "def register_grids(")
+
+
+def test_hook_mistakes_are_reported_and_fail_check(tmp_path):
+    site = tmp_path / "site"
+    write_distribution(
+        site, dist="fake-typo", module="dkfake_typo", source=TYPO_HOOK, entry_points={"typo": "dkfake_typo"}
+    )
+    write_distribution(
+        site, dist="fake-plain", module="dkfake_plain", source=UNDECORATED_HOOK, entry_points={"plain": "dkfake_plain"}
+    )
+    env = env_with(site)
+    listed = run_cli("plugins", cwd=tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "typo 0.1.0 (fake-typo): ERROR failed to register: register_grid is not a diffusekit hook" in listed.stdout
+    assert "(did you mean register_grids?)" in listed.stdout
+    assert "  WARNING register_grids is not decorated with @diffusekit.hookimpl, so it is never called" in listed.stdout
+    typo = assert_one_line_error(run_cli("check", "typo", cwd=tmp_path, env=env))
+    assert "register_grid is not a diffusekit hook" in typo
+    plain = assert_one_line_error(run_cli("check", "plain", cwd=tmp_path, env=env))
+    assert plain.startswith("plugin 'plain': register_grids is not decorated with @diffusekit.hookimpl")
+    assert "dkfake_plain.py:" in plain

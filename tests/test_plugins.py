@@ -173,3 +173,26 @@ def test_unknown_names_in_the_environment_variable_are_reported(monkeypatch):
         "DIFFUSEKIT_PLUGINS names 'nosuch', but no installed plugin is called that (installed: alpha)"
     ]
     assert load([good], env="alpha").warnings == []
+
+
+def test_a_misspelled_hook_fails_the_plugin_and_suggests_the_name(monkeypatch):
+    bad = _module(monkeypatch, "fake_typo", register_grid=_grids((StepGrid, "step")))
+    good = _module(monkeypatch, "fake_alpha", register_grids=_grids((OtherGrid, "other")))
+    state = load([bad, good])
+    error = state.plugins["typo"].error
+    assert error.startswith("failed to register: register_grid is not a diffusekit hook (did you mean register_grids?)")
+    assert __file__ in error and state.plugins["typo"].components == {}
+    assert state.registry.resolve("grid", "alpha:other").obj is OtherGrid
+
+
+def test_an_undecorated_register_function_is_a_warning_naming_it(monkeypatch):
+    module = types.ModuleType("fake_plain")
+    module.register_samplers = lambda register: None  # no @diffusekit.hookimpl: pluggy never calls it
+    module.register_samplers.__module__ = "fake_plain"
+    module.register_grids = hookimpl(_grids((StepGrid, "step")))
+    monkeypatch.setitem(sys.modules, "fake_plain", module)
+    state = load([md.EntryPoint("plain", "fake_plain", "diffusekit")])
+    info = state.plugins["plain"]
+    assert info.error is None and info.components == {"grid": ["plain:step"]}
+    assert len(info.warnings) == 1
+    assert info.warnings[0].startswith("register_samplers is not decorated with @diffusekit.hookimpl")

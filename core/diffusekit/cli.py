@@ -108,6 +108,8 @@ def plugins(as_json: bool, show_all: bool) -> None:
         count = sum(len(v) for v in info.components.values())
         head = f"{info.name} {info.version or ''} ({info.distribution or info.module})".replace("  ", " ")
         click.echo(f"{head}: {'ERROR ' + info.error if info.error else f'{count} components'}")
+        for warning in info.warnings:
+            click.echo(f"  WARNING {warning}")
 
 
 @cli.command(name="list")
@@ -411,6 +413,8 @@ def check(plugin: str, max_examples: int | None, verbose: bool) -> None:
         raise click.ClickException(f"plugin {plugin!r} is not installed (installed: {', '.join(state.plugins)})")
     if info.error:
         raise click.ClickException(f"plugin {plugin!r} failed to load: {info.error}")
+    if info.warnings:  # e.g. a hook without @diffusekit.hookimpl: its components are silently missing
+        raise click.ClickException(f"plugin {plugin!r}: {info.warnings[0]}")
     contracts = plugin_contracts(plugin, state.registry)
     if not contracts:
         raise click.ClickException(f"plugin {plugin!r} registers no components")

@@ -12,6 +12,7 @@ through the same hooks.
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata as md
 import os
 import signal
@@ -44,6 +45,8 @@ class PluginInfo:
     components: dict[str, list[str]] = attrs.Factory(dict)
     error: str | None = None
     builtin: bool = False
+    warnings: list[str] = attrs.Factory(list)
+    """Mistakes that lose nothing yet (a ``register_*`` function without ``@diffusekit.hookimpl``)."""
 
     def as_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -192,9 +195,48 @@ def _info(ep: md.EntryPoint) -> PluginInfo:
     return PluginInfo(ep.name, _dist_name(ep), dist.version if dist is not None else None, ep.value)
 
 
+HOOK_NAMES = frozenset(name for name in dir(hookspecs) if name.startswith("register_"))
+
+
+def _hook_problems(manager: pluggy.PluginManager, module: object) -> tuple[str | None, list[str]]:
+    """What pluggy would not call: a hookimpl whose name is no hook (an error, as in pytest),
+    and ``register_*`` functions without ``@diffusekit.hookimpl`` (warnings: they are never called)."""
+    unknown = [impl.name for impl in manager.get_hookcallers(module) or [] if not impl.has_spec()]
+    error = None
+    if unknown:
+        name = sorted(unknown)[0]
+        error = f"{name} is not a diffusekit hook{_did_you_mean(name)} ({_where(getattr(module, name, None))})"
+    warnings = [
+        f"{name} is not decorated with @diffusekit.hookimpl, so it is never called{_did_you_mean(name)} "
+        f"({_where(value)})"
+        for name, value in sorted(vars(module).items() if hasattr(module, "__dict__") else [])
+        if name.startswith("register_")
+        and callable(value)
+        and getattr(value, "__module__", None) == getattr(module, "__name__", None)
+        and manager.parse_hookimpl_opts(module, name) is None
+    ]
+    return error, warnings
+
+
+def _did_you_mean(name: str) -> str:
+    if name in HOOK_NAMES:
+        return ""
+    close = difflib.get_close_matches(name, sorted(HOOK_NAMES), n=1)
+    return f" (did you mean {close[0]}?)" if close else f" (hooks: {', '.join(sorted(HOOK_NAMES))})"
+
+
+def _where(function: object) -> str:
+    code = getattr(function, "__code__", None)
+    return f"{code.co_filename}:{code.co_firstlineno}" if code is not None else "?"
+
+
 def _register_plugin(manager: pluggy.PluginManager, registry: Registry, info: PluginInfo, module: object) -> None:
     """Call the plugin's ``register_*`` hooks; on any error keep none of its components."""
     info.hooks = sorted(impl.name for impl in manager.get_hookcallers(module) or [])
+    error, info.warnings = _hook_problems(manager, module)
+    if error is not None:  # its components would silently vanish: the plugin is left out, like pytest does
+        info.error = f"failed to register: {error}"
+        return
     staged: list[Entry] = []
 
     def register_all() -> None:
