@@ -229,3 +229,35 @@ def test_hook_mistakes_are_reported_and_fail_check(tmp_path):
     plain = assert_one_line_error(run_cli("check", "plain", cwd=tmp_path, env=env))
     assert plain.startswith("plugin 'plain': register_grids is not decorated with @diffusekit.hookimpl")
     assert "dkfake_plain.py:" in plain
+
+
+@pytest.fixture(scope="module")
+def broken_site(tmp_path_factory) -> Path:
+    import fakeplugins
+
+    site = tmp_path_factory.mktemp("broken")
+    fakeplugins.broken_import(site)
+    return site
+
+
+def test_a_name_of_a_plugin_that_failed_to_load_says_so(tmp_path, broken_site):
+    from fakeplugins import BROKEN_IMPORT_MESSAGE
+
+    env = env_with(broken_site)
+    why = f"plugin 'broken' failed to load: RuntimeError: {BROKEN_IMPORT_MESSAGE} ("
+    ran = assert_one_line_error(
+        run_cli("run", "gaussian:digits", "--set", "sampler=broken:ralston", cwd=tmp_path, env=env)
+    )
+    assert ran.startswith(f"sampler.name: sampler 'broken:ralston': {why}") and "dkfake_broken.py:" in ran
+    shown = assert_one_line_error(run_cli("show", "broken:ralston", cwd=tmp_path, env=env))
+    assert shown.startswith(f"'broken:ralston': {why}")
+    listed = run_cli("list", "grid", cwd=tmp_path, env=env)
+    assert listed.returncode == 0 and "gaussian:karras" in listed.stdout
+    assert f"Warning: {why}" in listed.stderr
+    debug = run_cli("list", "grid", cwd=tmp_path, env=env_with(broken_site, DIFFUSEKIT_DEBUG="1"))
+    assert "Traceback (most recent call last)" in debug.stderr and BROKEN_IMPORT_MESSAGE in debug.stderr
+
+
+def test_show_and_check_suggest_close_names(tmp_path):
+    assert "did you mean heun?" in assert_one_line_error(run_cli("show", "heunn", cwd=tmp_path))
+    assert "did you mean gaussian?" in assert_one_line_error(run_cli("check", "gausian", cwd=tmp_path))

@@ -119,7 +119,10 @@ def list_components(kind: str | None, as_json: bool) -> None:
     """List registered components, optionally of one KIND."""
     from diffusekit.plugins import get_registry
 
-    entries = get_registry().entries(kind)
+    registry = get_registry()
+    entries = registry.entries(kind)
+    for plugin, error in sorted(registry.failed.items()):  # their components are missing from the list
+        click.echo(f"Warning: plugin {plugin!r} {error}; see 'diffusekit plugins'", err=True)
     if as_json:
         click.echo(json.dumps([{"kind": e.kind, "name": e.qualname, "summary": e.summary} for e in entries], indent=2))
         return
@@ -175,13 +178,12 @@ def describe(entry: Any) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(name: str, kind: str | None, as_json: bool) -> None:
     """Show a component's documentation and parameters with their defaults."""
-    from diffusekit.errors import ComponentNotFound
     from diffusekit.plugins import get_registry
 
     registry = get_registry()
     entries = [registry.resolve(kind, name)] if kind else registry.find(name)
     if not entries:
-        raise ComponentNotFound(f"no component is called {name!r}; see 'diffusekit list'")
+        raise registry.not_found(name)
     described = [describe(e) for e in entries]
     if as_json:
         click.echo(json.dumps(described, indent=2, default=str))
@@ -410,7 +412,11 @@ def check(plugin: str, max_examples: int | None, verbose: bool) -> None:
     state = loaded()
     info = state.plugins.get(plugin)
     if info is None:
-        raise click.ClickException(f"plugin {plugin!r} is not installed (installed: {', '.join(state.plugins)})")
+        import difflib
+
+        close = difflib.get_close_matches(plugin, list(state.plugins), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise click.ClickException(f"plugin {plugin!r} is not installed{hint} (installed: {', '.join(state.plugins)})")
     if info.error:
         raise click.ClickException(f"plugin {plugin!r} failed to load: {info.error}")
     if info.warnings:  # e.g. a hook without @diffusekit.hookimpl: its components are silently missing
@@ -489,6 +495,10 @@ def _plugin_commands() -> None:
     state = loaded()
     for warning in state.warnings:
         click.echo(f"Warning: {warning}", err=True)
+    if os.environ.get("DIFFUSEKIT_DEBUG", "") not in ("", "0"):
+        for info in state.plugins.values():
+            if info.traceback:
+                click.echo(f"plugin {info.name!r} {info.error}:\n{info.traceback}", err=True)
     for impl in state.manager.hook.register_commands.get_hookimpls():
         info = state.plugins.get(impl.plugin_name)
         if info is not None and info.error:

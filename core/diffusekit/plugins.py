@@ -47,9 +47,16 @@ class PluginInfo:
     builtin: bool = False
     warnings: list[str] = attrs.Factory(list)
     """Mistakes that lose nothing yet (a ``register_*`` function without ``@diffusekit.hookimpl``)."""
+    traceback: str | None = attrs.field(default=None, repr=False)
+    """The full traceback of :attr:`error` (printed by the CLI under ``DIFFUSEKIT_DEBUG=1``)."""
 
     def as_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        return attrs.asdict(self, filter=lambda field, _: field.name != "traceback")
+
+    def fail(self, stage: str, exc: BaseException) -> None:
+        """Record that the plugin failed to ``stage`` ("load", "register") with ``exc``."""
+        self.error = f"failed to {stage}: {describe_failure(exc)}"
+        self.traceback = "".join(traceback.format_exception(exc))
 
 
 @attrs.frozen(eq=False)
@@ -175,13 +182,14 @@ def load(
         # a broken plugin must not break the others, nor end the process (sys.exit at import)
         failure = call_plugin(lambda ep=ep, name=name: manager.register(ep.load(), name=name))
         if failure is not None:
-            info.error = f"failed to load: {describe_failure(failure)}"
+            info.fail("load", failure)
             continue
         modules[name] = manager.get_plugin(name)
 
     registry = Registry()
     for name, module in modules.items():
         _register_plugin(manager, registry, infos[name], module)
+    registry.failed = {info.name: info.error for info in infos.values() if info.error}
     return LoadedPlugins(manager, registry, infos, warnings)
 
 
@@ -248,7 +256,7 @@ def _register_plugin(manager: pluggy.PluginManager, registry: Registry, info: Pl
 
     failure = call_plugin(register_all)
     if failure is not None:
-        info.error = f"failed to register: {describe_failure(failure)}"
+        info.fail("register", failure)
         info.components = {}
         return
     for entry in staged:

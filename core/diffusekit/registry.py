@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -89,9 +89,12 @@ def check_component(kind: str, obj: Any, name: str) -> None:
 class Registry:
     """Components by kind and qualified name. Built by :mod:`diffusekit.plugins`; read-only afterwards."""
 
-    def __init__(self, entries: Iterable[Entry] = ()) -> None:
+    def __init__(self, entries: Iterable[Entry] = (), failed: Mapping[str, str] | None = None) -> None:
         self._by_kind: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
         self._by_type: dict[type, Entry] = {}
+        self.failed: Mapping[str, str] = dict(failed or {})
+        """The plugins that failed to load or register, with their errors: a name of theirs is
+        reported as belonging to a broken plugin rather than as unknown."""
         for entry in entries:
             self.add(entry)
 
@@ -129,11 +132,24 @@ class Registry:
             if len(matches) > 1:
                 names = ", ".join(sorted(e.qualname for e in matches))
                 raise AmbiguousComponent(f"{kind} {name!r} is ambiguous; use one of: {names}")
-        known = sorted(table)
-        close = difflib.get_close_matches(name, list(dict.fromkeys(known + [e.name for e in table.values()])), n=3)
+        raise self.not_found(name, kind)
+
+    def not_found(self, name: str, kind: str | None = None) -> ComponentNotFound:
+        """The error for a ``name`` nobody registered: which plugin broke, or close names."""
+        plugin = name.split(":", 1)[0] if ":" in name else None
+        what = f"{kind} {name!r}" if kind else repr(name)
+        if plugin in self.failed:
+            return ComponentNotFound(f"{what}: plugin {plugin!r} {self.failed[plugin]}")
+        entries = self.entries(kind)
+        known = sorted({e.qualname for e in entries})
+        close = difflib.get_close_matches(name, list(dict.fromkeys(known + [e.name for e in entries])), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        listing = ", ".join(known) if known else "none registered"
-        raise ComponentNotFound(f"unknown {kind} {name!r}{hint} (available: {listing})")
+        if kind is None:
+            listing = "see 'diffusekit list'"
+        else:
+            listing = f"available: {', '.join(known)}" if known else "none registered"
+        broken = f"; plugins that failed to load: {', '.join(sorted(self.failed))}" if self.failed else ""
+        return ComponentNotFound(f"unknown {kind or 'component'} {name!r}{hint} ({listing}){broken}")
 
     def find(self, name: str) -> list[Entry]:
         """Entries of any kind called ``name`` (for ``diffusekit show``)."""
