@@ -261,3 +261,27 @@ def test_a_name_of_a_plugin_that_failed_to_load_says_so(tmp_path, broken_site):
 def test_show_and_check_suggest_close_names(tmp_path):
     assert "did you mean heun?" in assert_one_line_error(run_cli("show", "heunn", cwd=tmp_path))
     assert "did you mean gaussian?" in assert_one_line_error(run_cli("check", "gausian", cwd=tmp_path))
+
+
+def test_under_pytest_a_broken_plugin_is_one_clear_collection_error(tmp_path, broken_site):
+    import subprocess
+
+    from fakeplugins import BROKEN_IMPORT_MESSAGE
+
+    (tmp_path / "test_conformance.py").write_text(
+        "import pytest\n\npytestmark = pytest.mark.diffusekit_plugin('broken')\n\n\n"
+        "def test_contracts(diffusekit_contract):\n    diffusekit_contract.check()\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_conformance.py"],
+        cwd=tmp_path,
+        env=env_with(broken_site),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert f"diffusekit plugin 'broken' failed to load: RuntimeError: {BROKEN_IMPORT_MESSAGE}" in result.stdout
+    assert "pluggy" not in result.stdout and "Traceback" not in result.stdout, result.stdout
+    assert "1 error" in result.stdout

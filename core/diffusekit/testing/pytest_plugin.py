@@ -35,21 +35,26 @@ def pytest_configure(config: Any) -> None:
 def pytest_generate_tests(metafunc: Any) -> None:
     if "diffusekit_contract" not in metafunc.fixturenames:
         return
+    import pytest
+
     from diffusekit.plugins import loaded
     from diffusekit.testing.contracts import plugin_contracts
 
     names = list(metafunc.config.getoption("diffusekit_plugin") or [])
     for marker in metafunc.definition.iter_markers("diffusekit_plugin"):
         names.extend(marker.args)
+    # a problem with the plugin itself is one clear collection error (pytrace=False: no frames of ours)
     if not names:
-        raise ValueError("diffusekit_contract needs @pytest.mark.diffusekit_plugin('name') or --diffusekit-plugin")
+        pytest.fail("diffusekit_contract needs @pytest.mark.diffusekit_plugin('name') or --diffusekit-plugin", False)
     state = loaded()
     contracts = []
     for name in dict.fromkeys(names):
         info = state.plugins.get(name)
         if info is None:
-            raise ValueError(f"diffusekit plugin {name!r} is not installed (loaded: {', '.join(state.plugins)})")
+            pytest.fail(f"diffusekit plugin {name!r} is not installed (loaded: {', '.join(state.plugins)})", False)
         if info.error:
-            raise ValueError(f"diffusekit plugin {name!r} failed to load: {info.error}")
+            pytest.fail(f"diffusekit plugin {name!r} {info.error}", False)
+        if info.warnings:
+            pytest.fail(f"diffusekit plugin {name!r}: {info.warnings[0]}", False)
         contracts.extend(plugin_contracts(name, state.registry))
     metafunc.parametrize("diffusekit_contract", contracts, ids=[c.id for c in contracts])
