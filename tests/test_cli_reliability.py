@@ -285,3 +285,14 @@ def test_under_pytest_a_broken_plugin_is_one_clear_collection_error(tmp_path, br
     assert f"diffusekit plugin 'broken' failed to load: RuntimeError: {BROKEN_IMPORT_MESSAGE}" in result.stdout
     assert "pluggy" not in result.stdout and "Traceback" not in result.stdout, result.stdout
     assert "1 error" in result.stdout
+
+
+def test_run_never_starts_training_on_its_own(tmp_path):
+    changed = assert_one_line_error(
+        run_cli("run", "gaussian:digits", "--set", "network.channels=16", "--out", "out", cwd=tmp_path)
+    )
+    assert changed.startswith("network.channels differs from the weights gaussian:digits ships") and "--train" in changed
+    (tmp_path / "tiny.toml").write_text(TINY_RECIPE.replace('method = "gaussian:digits"\n', ""), encoding="utf-8")
+    untrained = assert_one_line_error(run_cli("run", "tiny.toml", "--out", "out", cwd=tmp_path))
+    assert untrained.startswith("a recipe has no weights; add --train to train 3 steps first")
+    assert not (tmp_path / "out" / "model.safetensors").exists()

@@ -259,9 +259,24 @@ def _sample_and_write(pipeline: Any, num: int | None, out: Path, progress: bool)
 
 
 def _model_differs(shipped: Any, recipe: Any) -> str | None:
+    """The first entry of ``parts`` or ``network`` (a dotted path) where ``recipe`` no longer
+    fits the shipped weights' recipe, or ``None``."""
+    from diffusekit.recipe import recipe_to_dict
+
+    def first(a: Any, b: Any, path: str) -> str | None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                found = first(a.get(key), b.get(key), f"{path}.{key}")
+                if found:
+                    return found
+            return None
+        return None if a == b else path
+
+    old, new = recipe_to_dict(shipped), recipe_to_dict(recipe)
     for name in ("parts", "network"):
-        if getattr(shipped, name) != getattr(recipe, name):
-            return name
+        found = first(old.get(name), new.get(name), name)
+        if found:
+            return found
     return None
 
 
@@ -284,7 +299,7 @@ def run(
     steps: int | None,
     progress: bool,
 ) -> None:
-    """Run METHOD or RECIPE.toml: load shipped weights (or train), sample, write outputs to --out."""
+    """Run METHOD or RECIPE.toml: load shipped weights (or train with --train), sample, write outputs to --out."""
     from diffusekit.checkpoint import load_checkpoint
     from diffusekit.pipeline import build
     from diffusekit.training import train as train_loop
@@ -295,12 +310,19 @@ def run(
     if shipped is not None:
         checkpoint = load_checkpoint(shipped)
         differs = _model_differs(checkpoint.recipe, recipe)
-        if differs:
-            click.echo(f"The recipe's {differs} differs from the shipped weights; training from scratch.", err=True)
-            shipped = None
-        else:
-            pipeline.load_weights(checkpoint.weights(), source=str(shipped))
-            click.echo(f"loaded shipped weights {shipped.name} (trained {checkpoint.step} steps)", err=True)
+        if differs:  # nothing long starts unless asked for
+            raise click.ClickException(
+                f"{differs} differs from the weights {recipe.method} ships, so they do not fit; "
+                "train a model with --train (or leave that entry as it is)"
+            )
+        pipeline.load_weights(checkpoint.weights(), source=str(shipped))
+        click.echo(f"loaded shipped weights {shipped.name} (trained {checkpoint.step} steps)", err=True)
+    elif not force_train:
+        what = f"method {recipe.method} ships no weights" if pipeline.method is not None else "a recipe has no weights"
+        raise click.ClickException(
+            f"{what}; add --train to train {recipe.train.steps if steps is None else steps} steps first, "
+            "or sample a trained checkpoint with 'diffusekit sample'"
+        )
     if shipped is None:
         click.echo(f"training {recipe.train.steps if steps is None else steps} steps", err=True)
         out.mkdir(parents=True, exist_ok=True)  # the training loop writes its metrics next to the checkpoint
