@@ -138,3 +138,29 @@ def test_sampling_that_turns_nan_names_the_step(tiny):
     with pytest.raises(SamplingDiverged, match=r"in part 'x' at step 3 \(t = .*\), batch starting at sample 0"):
         broken.sample(3)
     assert isinstance(SamplingDiverged("x"), DiffusekitError)
+
+
+@attrs.frozen
+class _Collapsing(DDIM):
+    """A broken sampler: its steps average over the batch (a 'batch collapse')."""
+
+    def update(self, denoiser, x, times, *, condition, generator, carry):
+        out = super().update(denoiser, x, times, condition=condition, generator=generator, carry=carry)
+        return out._replace(x={name: v.mean(0) for name, v in out.x.items()})
+
+
+@attrs.frozen
+class _Widening(DDIM):
+    """A broken sampler: its steps return float64 for a float32 state."""
+
+    def update(self, denoiser, x, times, *, condition, generator, carry):
+        out = super().update(denoiser, x, times, condition=condition, generator=generator, carry=carry)
+        return out._replace(x={name: v.double() for name, v in out.x.items()})
+
+
+def test_a_step_that_changes_a_parts_shape_or_dtype_names_the_sampler():
+    grid = UniformGrid(steps=3)
+    with pytest.raises(ShapeError, match=r"_Collapsing returned part 'x' as \(2,\) torch.float64 from step 1"):
+        _Collapsing().sample(ORACLE, (3, 2), grid, dtype=F64)
+    with pytest.raises(ShapeError, match=r"_Widening returned part 'x' as \(3, 2\) torch.float64 from step 1"):
+        _Widening().sample(ORACLE, (3, 2), grid)

@@ -343,6 +343,7 @@ class Sampler(abc.ABC):
                     out = self._advance(denoiser, parts, times, condition, generator, carry)
                 else:
                     out = self.update(denoiser, parts, times, condition=condition, generator=generator, carry=carry)
+                _check_step(self, parts, out.x, i)
                 parts, carry = out.x, out.carry
                 if callback is not None:
                     callback({"i": i, "t": plan[i + 1], "x": parts, "denoised": out.denoised, "step": out})
@@ -429,6 +430,23 @@ def _refine(sampler, denoiser, guess: Parts, target: Parts, up: StepTimes, condi
         norm = torch.where(better, trial_norm, norm)
         damping = torch.where(better, (damping * 1.5).clamp(max=1.0), damping * 0.5)
     return guess
+
+
+def _check_step(sampler: Sampler, before: Parts, after: Parts, i: int) -> None:
+    """Every part comes back from a step with its shape and dtype (else the sampler is at fault,
+    not the network that would fail on its output one step later)."""
+    if after.keys() != before.keys():
+        raise ShapeError(
+            f"{type(sampler).__name__} returned parts {sorted(after)} from step {i + 1}; it was given {sorted(before)}"
+        )
+    for name, value in after.items():
+        old = before[name]
+        if not isinstance(value, Tensor) or value.shape != old.shape or value.dtype != old.dtype:
+            got = f"{tuple(value.shape)} {value.dtype}" if isinstance(value, Tensor) else type(value).__name__
+            raise ShapeError(
+                f"{type(sampler).__name__} returned part {name!r} as {got} from step {i + 1}; "
+                f"it was given {tuple(old.shape)} {old.dtype}"
+            )
 
 
 def _available_device(device: torch.device | str | None) -> torch.device | None:
