@@ -478,7 +478,7 @@ def new_plugin(name: str, directory: Path | None) -> None:
     from diffusekit.scaffold import scaffold
 
     root = scaffold(name, directory or Path.cwd())
-    click.echo(f"created {root}\nnext: pip install -e {root} && diffusekit check {name}")
+    click.echo(f"created {root}\nnext: diffusekit install -e {root} && diffusekit check {name}")
 
 
 def _pip(*args: str) -> None:
