@@ -291,8 +291,60 @@ def test_run_never_starts_training_on_its_own(tmp_path):
     changed = assert_one_line_error(
         run_cli("run", "gaussian:digits", "--set", "network.channels=16", "--out", "out", cwd=tmp_path)
     )
-    assert changed.startswith("network.channels differs from the weights gaussian:digits ships") and "--train" in changed
+    assert (
+        changed.startswith("network.channels differs from the weights gaussian:digits ships") and "--train" in changed
+    )
     (tmp_path / "tiny.toml").write_text(TINY_RECIPE.replace('method = "gaussian:digits"\n', ""), encoding="utf-8")
     untrained = assert_one_line_error(run_cli("run", "tiny.toml", "--out", "out", cwd=tmp_path))
     assert untrained.startswith("a recipe has no weights; add --train to train 3 steps first")
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+OVERCLAIMING = '''
+import attrs
+import torch
+import diffusekit
+
+
+@attrs.frozen
+class RisingGrid(diffusekit.TimeGrid):
+    """Times that rise: a broken grid."""
+
+    steps: int = 4
+
+    def times(self, schedule):
+        return torch.linspace(0.0, 1.0, self.steps + 1, dtype=torch.float64)
+
+
+@attrs.frozen
+class FineGrid(diffusekit.TimeGrid):
+    """Evenly spaced times."""
+
+    steps: int = 4
+
+    def times(self, schedule):
+        return torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64)
+
+
+@diffusekit.hookimpl
+def register_grids(register):
+    register(RisingGrid, name="rising")
+    register(FineGrid, name="fine")
+'''
+
+
+def test_check_selects_contracts_and_shows_tracebacks(tmp_path):
+    site = tmp_path / "site"
+    write_distribution(
+        site, dist="fake-grids", module="dkfake_grids", source=OVERCLAIMING, entry_points={"grids": "dkfake_grids"}
+    )
+    env = env_with(site)
+    fine = run_cli("check", "grids", "-k", "fine", "-v", cwd=tmp_path, env=env)
+    assert fine.returncode == 0, fine.stdout + fine.stderr
+    assert "grids:fine::" in fine.stdout and "grids:rising" not in fine.stdout
+    failing = run_cli("check", "grids", "-k", "rising", cwd=tmp_path, env=env)
+    assert failing.returncode != 0 and "FAIL grids:rising::" in failing.stdout
+    assert "Traceback" not in failing.stdout and "--traceback shows the details" in failing.stderr
+    detailed = run_cli("check", "grids", "-k", "rising", "--traceback", cwd=tmp_path, env=env)
+    assert detailed.returncode != 0 and "Traceback (most recent call last)" in detailed.stdout
+    assert assert_one_line_error(run_cli("check", "grids", "-k", "zzz", cwd=tmp_path, env=env)).startswith("-k 'zzz'")

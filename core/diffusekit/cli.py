@@ -418,13 +418,25 @@ def export(checkpoint: Path, out: Path, half: bool) -> None:
 # --- plugin authors ----------------------------------------------------------------------------
 
 
+def _failure_reason(exc: BaseException) -> str:
+    """One line for a failed contract; a Hypothesis group of failures shows its first, and how many more."""
+    more = ""
+    while isinstance(getattr(exc, "exceptions", None), tuple) and exc.exceptions:  # an (Base)ExceptionGroup
+        more = f" (and {len(exc.exceptions) - 1} more distinct failures)" if len(exc.exceptions) > 1 else more
+        exc = exc.exceptions[0]
+    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0]) + more
+
+
 @cli.command()
 @click.argument("plugin")
 @click.option("--max-examples", type=int, help="Hypothesis examples per property (default 20).")
+@click.option("-k", "pattern", metavar="PATTERN", help="Only contracts whose id contains PATTERN (e.g. -k heun).")
+@click.option("--traceback", "show_traceback", is_flag=True, help="Print each failure's full traceback.")
 @click.option("-v", "--verbose", is_flag=True, help="List every contract, not only failures.")
-def check(plugin: str, max_examples: int | None, verbose: bool) -> None:
+def check(plugin: str, max_examples: int | None, pattern: str | None, show_traceback: bool, verbose: bool) -> None:
     """Run the conformance contracts on every component PLUGIN registers."""
     import time
+    import traceback
 
     from diffusekit.plugins import loaded
     from diffusekit.testing.contracts import plugin_contracts
@@ -446,6 +458,10 @@ def check(plugin: str, max_examples: int | None, verbose: bool) -> None:
     contracts = plugin_contracts(plugin, state.registry)
     if not contracts:
         raise click.ClickException(f"plugin {plugin!r} registers no components")
+    if pattern is not None:
+        contracts = [c for c in contracts if pattern.lower() in c.id.lower()]
+        if not contracts:
+            raise click.ClickException(f"-k {pattern!r}: no contract of plugin {plugin!r} matches")
     failures = 0
     began = time.perf_counter()
     for contract in contracts:
@@ -453,8 +469,9 @@ def check(plugin: str, max_examples: int | None, verbose: bool) -> None:
             contract.check()
         except Exception as exc:  # report every failing contract, then exit non-zero
             failures += 1
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            click.echo(f"FAIL {contract.id}: {reason}")
+            click.echo(f"FAIL {contract.id}: {_failure_reason(exc)}")
+            if show_traceback:
+                click.echo("".join(traceback.format_exception(exc)))
         else:
             if verbose:
                 click.echo(f"ok   {contract.id}: {contract.doc}")
@@ -464,7 +481,7 @@ def check(plugin: str, max_examples: int | None, verbose: bool) -> None:
         f"of plugin {plugin!r} in {time.perf_counter() - began:.1f}s"
     )
     if failures:
-        raise click.ClickException(summary)
+        raise click.ClickException(summary + ("" if show_traceback else " (--traceback shows the details)"))
     click.echo(summary)
 
 
