@@ -164,3 +164,27 @@ def test_a_step_that_changes_a_parts_shape_or_dtype_names_the_sampler():
         _Collapsing().sample(ORACLE, (3, 2), grid, dtype=F64)
     with pytest.raises(ShapeError, match=r"_Widening returned part 'x' as \(3, 2\) torch.float64 from step 1"):
         _Widening().sample(ORACLE, (3, 2), grid)
+
+
+def test_step_times_dt_is_a_float_for_scalar_plans_and_aligned_otherwise():
+    from diffusekit import StepTimes
+    from diffusekit.testing.categorical import ReferenceAbsorbing
+
+    schedules = {"img": TrigonometricSchedule(), "tok": ReferenceAbsorbing(num_classes=4)}
+    x = {"img": torch.zeros(3, 2, 4, 4, dtype=F64), "tok": torch.zeros(3, 5, dtype=torch.long)}
+    scalar = StepTimes.between(schedules, x, {"img": _t(0.75), "tok": _t(0.75)}, {"img": _t(0.5), "tok": _t(0.5)})
+    assert scalar.dt("img", x["img"]) == -0.25 and isinstance(scalar.dt("tok", x["tok"]), float)
+    t_from = torch.tensor([0.9, 0.6, 0.3], dtype=F64)
+    per_sample = StepTimes.between(
+        schedules,
+        x,
+        {"img": t_from, "tok": t_from[:, None].expand(3, 5)},
+        {"img": t_from / 3, "tok": t_from[:, None].expand(3, 5) / 3},
+    )
+    dt = per_sample.dt("img", x["img"])
+    assert dt.shape == (3, 1, 1, 1) and torch.allclose(dt.flatten(), -2 * t_from / 3)
+    assert per_sample.dt("tok", x["tok"].double()).shape == (3, 5)
+
+
+def _t(value: float) -> torch.Tensor:
+    return torch.tensor(value, dtype=F64)

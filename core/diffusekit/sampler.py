@@ -167,6 +167,20 @@ class StepTimes(NamedTuple):
     index: int = 0
     steps: int = 1
 
+    def dt(self, part: str, like: Tensor) -> float | Tensor:
+        """The step in time ``t_to - t_from`` of ``part`` (negative on the way to data), ready for
+        arithmetic with the part ``like``: a float when the plan's times are scalars, else a tensor
+        aligned with ``like`` (per-sample, per-frame or per-token steps broadcast correctly).
+
+        ``times.t_to[part] - times.t_from[part]`` is *not* aligned: a ``(B,)`` time against
+        ``(B, C, H, W)`` data would broadcast along the wrong dimension. The coefficients
+        (``c_from``, ``c_to``) are aligned already, so a step in log-SNR is
+        ``times.c_to[part].log_snr - times.c_from[part].log_snr``.
+        """
+        if isinstance(self.c_from[part]._values()[0], float):  # the plan's coefficients are floats
+            return float(self.t_to[part]) - float(self.t_from[part])
+        return align_time(self.t_to[part] - self.t_from[part], like).to(like.dtype)
+
     @classmethod
     def between(cls, schedules: Mapping[str, Schedule], x: Parts, t_from: PartTimes, t_to: PartTimes) -> StepTimes:
         """The times of a single step from ``t_from`` to ``t_to``."""

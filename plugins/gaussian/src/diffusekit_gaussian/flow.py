@@ -18,7 +18,7 @@ import torch
 from diffusekit import Sampler, Step, numeric
 from diffusekit.sampler import StepTimes, coefficients_at, hold_fixed
 
-from diffusekit_gaussian.samplers import reaches_data, time_step
+from diffusekit_gaussian.samplers import reaches_data
 
 
 def _euler(pred, c, dt) -> torch.Tensor:
@@ -32,7 +32,7 @@ class FlowEuler(Sampler):
 
     def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
         pred = denoiser(x, times.t_from, condition, times.c_from)
-        return Step({p: _euler(pred[p], times.c_from[p], -time_step(times, p, xp)) for p, xp in x.items()}, pred)
+        return Step({p: _euler(pred[p], times.c_from[p], times.dt(p, xp)) for p, xp in x.items()}, pred)
 
 
 @attrs.frozen
@@ -44,7 +44,7 @@ class FlowHeun(Sampler):
 
     def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
         pred = denoiser(x, times.t_from, condition, times.c_from)
-        dts = {p: -time_step(times, p, xp) for p, xp in x.items()}
+        dts = {p: times.dt(p, xp) for p, xp in x.items()}
         first = {p: hold_fixed(_euler(pred[p], times.c_from[p], dts[p]), xp, times.fixed[p]) for p, xp in x.items()}
         if all(reaches_data(times.c_to[p]) for p in x):
             return Step(first, pred)
@@ -75,10 +75,10 @@ class FlowMidpoint(Sampler):
         for p, xp in x.items():
             t_mid[p] = 0.5 * (times.t_from[p] + times.t_to[p])
             c_mid[p] = coefficients_at(denoiser.schedules[p], t_mid[p], times.c_from[p], xp)
-            mid[p] = hold_fixed(_euler(pred[p], times.c_from[p], -0.5 * time_step(times, p, xp)), xp, times.fixed[p])
+            mid[p] = hold_fixed(_euler(pred[p], times.c_from[p], 0.5 * times.dt(p, xp)), xp, times.fixed[p])
         pred_mid = denoiser(mid, t_mid, condition, c_mid)
         out = {}
         for p, xp in x.items():
-            dt = -time_step(times, p, xp)
+            dt = times.dt(p, xp)
             out[p] = xp + pred_mid[p].mix(dt * c_mid[p].d_alpha, dt * c_mid[p].d_sigma)
         return Step(out, pred)

@@ -16,7 +16,7 @@ from typing import ClassVar
 import attrs
 import torch
 from attrs import validators as v
-from diffusekit import GaussianCoefficients, Prediction, Sampler, Step, align_time, numeric
+from diffusekit import GaussianCoefficients, Prediction, Sampler, Step, numeric
 from diffusekit.numeric import Scalar
 from diffusekit.sampler import StepTimes, coefficients_at, hold_fixed
 from torch import Tensor
@@ -230,13 +230,6 @@ def time_at_sigma_tilde(schedule, sigma_tilde: Scalar, t_like: Tensor) -> Tensor
     return t.reshape(t_like.shape) if t.numel() == t_like.numel() else t
 
 
-def time_step(times: StepTimes, p: str, like: Tensor) -> Scalar:
-    """``t_from - t_to`` of part ``p``: a float for scalar times, else aligned with ``like``."""
-    if isinstance(times.c_from[p].alpha, float):
-        return float(times.t_from[p]) - float(times.t_to[p])
-    return align_time(times.t_from[p] - times.t_to[p], like).to(like.dtype)
-
-
 @attrs.frozen
 class EulerMaruyama(Sampler):
     r"""Euler–Maruyama on the reverse-time SDE (Song et al., "Score-Based Generative Modeling through SDEs", 2021).
@@ -258,7 +251,7 @@ class EulerMaruyama(Sampler):
         for p, xp in x.items():
             c_t, c_s = times.c_from[p], times.c_to[p]
             noise = noise_like(xp, generator)
-            dt = time_step(times, p, xp)
+            dt = -times.dt(p, xp)
             f = numeric.div(c_t.d_alpha, c_t.alpha)
             g2 = 2.0 * c_t.sigma * c_t.d_sigma - 2.0 * f * c_t.sigma**2
             # x - dt (f x + (2 sigma' - 2 f sigma) eps): g^2 * score folded in, no division by sigma
