@@ -150,3 +150,19 @@ def test_contracts_for_a_plugin_cover_every_component():
     covered = {c.component for c in contracts}
     assert covered == {e.qualname for e in registry.entries(plugin="gaussian")}
     assert len({c.id for c in contracts}) == len(contracts)
+
+
+@attrs.frozen
+class OverclaimingDDIM(DDIM):
+    """A first-order step that declares order 2."""
+
+    order = 2
+
+
+def test_sampler_contract_catches_an_overclaimed_order():
+    passes(kit.gaussian_sampler_contracts(DDIM()), "declared_order")
+    fails(
+        kit.gaussian_sampler_contracts(OverclaimingDDIM()),
+        "declared_order",
+        "declares order 2, but the error falls at rate 1",
+    )
