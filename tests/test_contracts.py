@@ -166,3 +166,17 @@ def test_sampler_contract_catches_an_overclaimed_order():
         "declared_order",
         "declares order 2, but the error falls at rate 1",
     )
+
+
+@attrs.frozen
+class NarrowInverse(TrigonometricSchedule):
+    """An inverse that holds only on [0.01, 0.99] (clamped)."""
+
+    def t_from_log_snr(self, log_snr):
+        return super().t_from_log_snr(log_snr).clamp(0.01, 0.99)
+
+
+def test_schedule_contract_checks_the_inverse_near_both_ends():
+    passes(kit.gaussian_schedule_contracts(TrigonometricSchedule()), "inverse_log_snr")
+    passes(kit.gaussian_schedule_contracts(VPLinear()), "inverse_log_snr")
+    fails(kit.gaussian_schedule_contracts(NarrowInverse()), "inverse_log_snr", r"t_from_log_snr\(log_snr\(1e-06\)\)")
