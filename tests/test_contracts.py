@@ -180,3 +180,21 @@ def test_schedule_contract_checks_the_inverse_near_both_ends():
     passes(kit.gaussian_schedule_contracts(TrigonometricSchedule()), "inverse_log_snr")
     passes(kit.gaussian_schedule_contracts(VPLinear()), "inverse_log_snr")
     fails(kit.gaussian_schedule_contracts(NarrowInverse()), "inverse_log_snr", r"t_from_log_snr\(log_snr\(1e-06\)\)")
+
+
+@attrs.frozen
+class NotQuiteVP(TrigonometricSchedule):
+    """Declares variance preserving, but its sigma is 1% too large."""
+
+    def coefficients(self, t):
+        c = super().coefficients(t)
+        return attrs.evolve(c, sigma=1.01 * c.sigma, d_sigma=1.01 * c.d_sigma)
+
+
+def test_schedule_contract_checks_the_identity_of_the_declared_family():
+    passes(kit.gaussian_schedule_contracts(TrigonometricSchedule()), "family_identity")
+    fails(
+        kit.gaussian_schedule_contracts(NotQuiteVP()),
+        "family_identity",
+        "a 'vp' schedule has alpha\\^2 \\+ sigma\\^2 = 1",
+    )

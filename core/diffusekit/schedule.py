@@ -133,6 +133,11 @@ class GaussianSchedule(Schedule):
     """
 
     kind: ClassVar[str] = "gaussian"
+    family: ClassVar[str | None] = None
+    r"""Which identity the coefficients obey, checked by the conformance kit: ``"vp"``
+    (variance preserving, :math:`\alpha_t^2 + \sigma_t^2 = 1`), ``"ve"`` (variance exploding,
+    :math:`\alpha_t = 1`), ``"flow"`` (a linear interpolant, :math:`\alpha_t + \sigma_t = 1`), or
+    ``None`` (none of these)."""
 
     @abc.abstractmethod
     def coefficients(self, t: Tensor) -> GaussianCoefficients:

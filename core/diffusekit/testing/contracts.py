@@ -135,6 +135,20 @@ def gaussian_schedule_contracts(s: GaussianSchedule) -> dict[str, tuple[str, Cal
         _close(c.d_sigma, (up.sigma - dn.sigma) / (2 * h), f"d_sigma at t={t}", rtol=1e-4, atol=1e-6)
         _close(c.log_snr, 2.0 * (torch.log(c.alpha) - torch.log(c.sigma)), f"log_snr at t={t}", rtol=1e-8, atol=1e-8)
 
+    identities = {
+        "vp": ("alpha^2 + sigma^2", lambda c: c.alpha**2 + c.sigma**2),
+        "ve": ("alpha", lambda c: c.alpha),
+        "flow": ("alpha + sigma", lambda c: c.alpha + c.sigma),
+    }
+
+    @prop(dst.times())
+    def family_identity(t: float) -> None:
+        if s.family not in identities:
+            raise AssertionError(f"family {s.family!r} is not one of {sorted(identities)} (or None)")
+        what, value = identities[s.family]
+        got = float(value(s.coefficients(_t(t))))
+        assert abs(got - 1.0) < 1e-9, f"a {s.family!r} schedule has {what} = 1, but at t={t!r} it is {got!r}"
+
     @prop(dst.data_shapes(), st.integers(0, 2**31 - 1))
     def identity_at_zero(shape: tuple[int, ...], seed: int) -> None:
         x0 = torch.randn(shape, generator=_g(seed))
@@ -174,6 +188,11 @@ def gaussian_schedule_contracts(s: GaussianSchedule) -> dict[str, tuple[str, Cal
         "monotone_log_snr": ("log-SNR strictly decreases in t", monotone),
         "inverse_log_snr": ("t_from_log_snr inverts log_snr over (0, 1), near both ends too", inverse),
         "derivatives": ("d_alpha, d_sigma match finite differences; log_snr = 2 log(alpha/sigma)", derivatives),
+        **(
+            {"family_identity": ("the identity of the declared family (vp, ve, flow) holds", family_identity)}
+            if s.family is not None
+            else {}
+        ),
         "identity_at_zero": ("corruption at t = 0 is the identity", identity_at_zero),
         "per_element_time": ("a time tensor equal to a scalar gives the scalar's result", per_element_time),
         "deterministic": ("output is a function of the generator", deterministic),
@@ -237,6 +256,20 @@ def categorical_schedule_contracts(s: CategoricalSchedule) -> dict[str, tuple[st
         assert 0.0 <= k_hi <= k_lo <= 1.0, (
             f"keep-probability must decrease within [0, 1]: {k_lo} at {lo}, {k_hi} at {hi}"
         )
+
+    identities = {
+        "vp": ("alpha^2 + sigma^2", lambda c: c.alpha**2 + c.sigma**2),
+        "ve": ("alpha", lambda c: c.alpha),
+        "flow": ("alpha + sigma", lambda c: c.alpha + c.sigma),
+    }
+
+    @prop(dst.times())
+    def family_identity(t: float) -> None:
+        if s.family not in identities:
+            raise AssertionError(f"family {s.family!r} is not one of {sorted(identities)} (or None)")
+        what, value = identities[s.family]
+        got = float(value(s.coefficients(_t(t))))
+        assert abs(got - 1.0) < 1e-9, f"a {s.family!r} schedule has {what} = 1, but at t={t!r} it is {got!r}"
 
     @prop(dst.data_shapes(), st.integers(0, 2**31 - 1))
     def identity_at_zero(shape: tuple[int, ...], seed: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import attrs
 import torch
@@ -19,6 +20,7 @@ class TrigonometricSchedule(GaussianSchedule):
     (2023), ending at log-SNR ``logsnr_min`` so that :math:`\alpha_1 > 0`.
     """
 
+    family: ClassVar[str] = "vp"
     logsnr_min: float = -10.0
 
     @property

@@ -9,6 +9,7 @@ Karras et al., 2022), which is why one sampler works for all of them.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import attrs
 import torch
@@ -29,6 +30,8 @@ class VPLinear(GaussianSchedule):
     :math:`\sigma_t = \sqrt{1-\alpha_t^2}`. The defaults match the continuous-time
     limit of DDPM's 1000 steps with :math:`\beta \in [10^{-4}, 0.02]`.
     """
+
+    family: ClassVar[str] = "vp"
 
     beta_min: float = attrs.field(default=0.1, validator=v.gt(0.0))
     beta_max: float = attrs.field(default=20.0, validator=v.gt(0.0))
@@ -64,6 +67,8 @@ class VPCosine(GaussianSchedule):
     :math:`\alpha_1 = 0`, where ε-prediction cannot recover :math:`x_0` (DPM-Solver truncates
     it the same way, at T = 0.9946).
     """
+
+    family: ClassVar[str] = "vp"
 
     s: float = attrs.field(default=0.008, validator=v.ge(0.0))
     logsnr_min: float = attrs.field(default=-15.0, validator=v.lt(0.0))
@@ -109,6 +114,8 @@ class VE(GaussianSchedule):
     started from the data at t = 0.
     """
 
+    family: ClassVar[str] = "ve"
+
     sigma_min: float = attrs.field(default=0.01, validator=v.gt(0.0))
     sigma_max: float = attrs.field(default=50.0, validator=v.gt(0.0))
 
@@ -136,6 +143,8 @@ class EDM(GaussianSchedule):
     EDM's log-normal training distribution.
     """
 
+    family: ClassVar[str] = "ve"
+
     sigma_max: float = attrs.field(default=80.0, validator=v.gt(0.0))
     rho: float = attrs.field(default=7.0, validator=v.gt(0.0))
 
@@ -162,6 +171,8 @@ class RectifiedFlow(GaussianSchedule):
     :math:`u = \varepsilon - x_0`. At t = 1, :math:`\alpha = 0`: use the velocity or
     x0 parameterization there, not ε.
     """
+
+    family: ClassVar[str] = "flow"
 
     def coefficients(self, t: Tensor) -> GaussianCoefficients:
         alpha = 1.0 - t
