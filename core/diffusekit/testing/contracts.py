@@ -257,20 +257,6 @@ def categorical_schedule_contracts(s: CategoricalSchedule) -> dict[str, tuple[st
             f"keep-probability must decrease within [0, 1]: {k_lo} at {lo}, {k_hi} at {hi}"
         )
 
-    identities = {
-        "vp": ("alpha^2 + sigma^2", lambda c: c.alpha**2 + c.sigma**2),
-        "ve": ("alpha", lambda c: c.alpha),
-        "flow": ("alpha + sigma", lambda c: c.alpha + c.sigma),
-    }
-
-    @prop(dst.times())
-    def family_identity(t: float) -> None:
-        if s.family not in identities:
-            raise AssertionError(f"family {s.family!r} is not one of {sorted(identities)} (or None)")
-        what, value = identities[s.family]
-        got = float(value(s.coefficients(_t(t))))
-        assert abs(got - 1.0) < 1e-9, f"a {s.family!r} schedule has {what} = 1, but at t={t!r} it is {got!r}"
-
     @prop(dst.data_shapes(), st.integers(0, 2**31 - 1))
     def identity_at_zero(shape: tuple[int, ...], seed: int) -> None:
         x0 = torch.randint(0, s.num_classes, shape, generator=_g(seed))
