@@ -123,28 +123,28 @@ class Pipeline:
 
 
 class _FirstNonFinite:
-    """A sampling callback that remembers the first step whose state held NaN or inf, so a
-    non-finite result can name where it went wrong (one reduction per step)."""
+    """A sampling callback that records, per step and part, whether the state held NaN or inf,
+    so a non-finite result can name where it went wrong. The flags stay tensors until the end:
+    no step waits on a device synchronisation."""
 
     def __init__(self, inner: Callback | None) -> None:
         self.inner = inner
-        self.first: tuple[int, str, Any] | None = None
+        self.flags: list[tuple[int, str, Any, Tensor]] = []
 
     def __call__(self, info: dict[str, Any]) -> None:
-        if self.first is None:
-            for name, value in info["x"].items():
-                if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-                    self.first = (info["i"], name, info["t"][name])
-                    break
+        for name, value in info["x"].items():
+            if value.is_floating_point():
+                self.flags.append((info["i"], name, info["t"][name], torch.isfinite(value).all().logical_not()))
         if self.inner is not None:
             self.inner(info)
 
     def check(self, out: Mapping[str, Tensor], start: int) -> None:
-        if self.first is None and all(bool(torch.isfinite(v).all()) for v in out.values() if v.is_floating_point()):
+        if all(bool(torch.isfinite(v).all()) for v in out.values() if v.is_floating_point()):
             return
-        if self.first is None:  # a sampler that returns without calling back
+        bad = torch.stack([flag for *_, flag in self.flags]).nonzero() if self.flags else None
+        if bad is None or not len(bad):  # a sampler that returns without calling back
             raise SamplingDiverged(f"sampling produced non-finite values (NaN or inf) from sample {start} on")
-        step, name, t = self.first
+        step, name, t, _ = self.flags[int(bad[0])]
         t_text = f"{float(t):g}" if t.numel() == 1 else f"[{float(t.min()):g}, {float(t.max()):g}]"
         raise SamplingDiverged(
             f"sampling went non-finite (NaN or inf) in part {name!r} at step {step + 1} (t = {t_text}), "
