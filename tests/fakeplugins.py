@@ -191,6 +191,32 @@ def env_with(site: Path | None = None, **extra: str | None) -> dict[str, str]:
     return env
 
 
+def grid_plugin_source(
+    grids: dict[str, tuple[float, float]], *, hook: str = "register_grids", decorated: bool = True
+) -> str:
+    """A plugin module registering one linear time grid per ``name: (t_first, t_last)`` through
+    ``hook`` (misspell it, or leave the hook undecorated, to make a broken plugin)."""
+    classes = "".join(
+        f"""
+
+@attrs.frozen
+class Grid{i}(diffusekit.TimeGrid):
+    \"\"\"Evenly spaced times from {first} to {last}.\"\"\"
+
+    steps: int = 4
+
+    def times(self, schedule):
+        return torch.linspace({first}, {last}, self.steps + 1, dtype=torch.float64)
+"""
+        for i, (first, last) in enumerate(grids.values())
+    )
+    registrations = "".join(f'    register(Grid{i}, name="{name}")\n' for i, name in enumerate(grids))
+    decorator = "@diffusekit.hookimpl\n" if decorated else ""
+    return (
+        f"import attrs\nimport torch\nimport diffusekit\n{classes}\n\n{decorator}def {hook}(register):\n{registrations}"
+    )
+
+
 # --- recipes ------------------------------------------------------------------------------------
 
 

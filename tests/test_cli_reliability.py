@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fakeplugins import assert_one_line_error, env_with, run_cli, write_distribution  # noqa: E402
+from fakeplugins import assert_one_line_error, env_with, grid_plugin_source, run_cli, write_distribution  # noqa: E402
 from test_cli import TINY_RECIPE  # noqa: E402
 
 HOSTILE = {
@@ -186,28 +186,8 @@ def test_paths_that_are_not_utf8_work_end_to_end(tmp_path):
     assert (tmp_path / os.fsdecode(b"samples-\xe9") / "samples.safetensors").is_file()
 
 
-TYPO_HOOK = '''
-import attrs
-import torch
-import diffusekit
-
-
-@attrs.frozen
-class EvenGrid(diffusekit.TimeGrid):
-    """Evenly spaced times."""
-
-    steps: int = 4
-
-    def times(self, schedule):
-        return torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64)
-
-
-@diffusekit.hookimpl
-def register_grid(register):
-    register(EvenGrid, name="even")
-'''
-
-UNDECORATED_HOOK = TYPO_HOOK.replace("@diffusekit.hookimpl\ndef register_grid(", "def register_grids(")
+TYPO_HOOK = grid_plugin_source({"even": (1.0, 0.0)}, hook="register_grid")
+UNDECORATED_HOOK = grid_plugin_source({"even": (1.0, 0.0)}, decorated=False)
 
 
 def test_hook_mistakes_are_reported_and_fail_check(tmp_path):
@@ -300,43 +280,13 @@ def test_run_never_starts_training_on_its_own(tmp_path):
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
-OVERCLAIMING = '''
-import attrs
-import torch
-import diffusekit
-
-
-@attrs.frozen
-class RisingGrid(diffusekit.TimeGrid):
-    """Times that rise: a broken grid."""
-
-    steps: int = 4
-
-    def times(self, schedule):
-        return torch.linspace(0.0, 1.0, self.steps + 1, dtype=torch.float64)
-
-
-@attrs.frozen
-class FineGrid(diffusekit.TimeGrid):
-    """Evenly spaced times."""
-
-    steps: int = 4
-
-    def times(self, schedule):
-        return torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64)
-
-
-@diffusekit.hookimpl
-def register_grids(register):
-    register(RisingGrid, name="rising")
-    register(FineGrid, name="fine")
-'''
+GRIDS = grid_plugin_source({"rising": (0.0, 1.0), "fine": (1.0, 0.0)})  # "rising" is broken
 
 
 def test_check_selects_contracts_and_shows_tracebacks(tmp_path):
     site = tmp_path / "site"
     write_distribution(
-        site, dist="fake-grids", module="dkfake_grids", source=OVERCLAIMING, entry_points={"grids": "dkfake_grids"}
+        site, dist="fake-grids", module="dkfake_grids", source=GRIDS, entry_points={"grids": "dkfake_grids"}
     )
     env = env_with(site)
     fine = run_cli("check", "grids", "-k", "fine", "-v", cwd=tmp_path, env=env)
