@@ -1,5 +1,7 @@
 """The conformance kit catches broken components (each contract can fail)."""
 
+import math
+
 import attrs
 import pytest
 import torch
@@ -10,6 +12,9 @@ from diffusekit.testing import contracts as kit
 from diffusekit.testing.reference import TrigonometricSchedule
 from diffusekit_gaussian import DDIM, ClassifierFreeGuidance, EpsilonPrediction, VPLinear
 from diffusekit_gaussian.schedules import GaussianCoefficients
+
+# the kit itself emits no warnings (a torch warning from contracts.py would leak into every plugin's run)
+pytestmark = pytest.mark.filterwarnings("error")
 
 
 def fails(table, name, match=""):
@@ -197,4 +202,58 @@ def test_schedule_contract_checks_the_identity_of_the_declared_family():
         kit.gaussian_schedule_contracts(NotQuiteVP()),
         "family_identity",
         "a 'vp' schedule has alpha\\^2 \\+ sigma\\^2 = 1",
+    )
+
+
+@attrs.frozen
+class PlainEuler(DDIM):
+    """Returns the new state itself, not a Step."""
+
+    def update(self, denoiser, x, times, *, condition, generator, carry):
+        return super().update(denoiser, x, times, condition=condition, generator=generator, carry=carry).x["x"]
+
+
+@attrs.frozen
+class FlatDDIM(DDIM):
+    """Returns every part flattened to (B, -1)."""
+
+    def update(self, denoiser, x, times, *, condition, generator, carry):
+        out = super().update(denoiser, x, times, condition=condition, generator=generator, carry=carry)
+        return Step({p: v.reshape(len(v), -1) for p, v in out.x.items()}, out.predictions)
+
+
+def test_sampler_contract_requires_a_step_with_every_part_in_its_shape():
+    passes(kit.gaussian_sampler_contracts(DDIM()), "returns_step")
+    fails(kit.gaussian_sampler_contracts(PlainEuler()), "returns_step", "PlainEuler.update returned a Tensor")
+    fails(kit.gaussian_sampler_contracts(FlatDDIM()), "returns_step", r"returned parts \{'x': '\(4, 6\)")
+
+
+@attrs.frozen
+class LowCeiling(TrigonometricSchedule):
+    """A correct VP schedule whose noise level stops at sigma~ = e^2.5 (about 12) at t = 1."""
+
+    logsnr_min: float = -5.0
+
+
+@attrs.frozen
+class ClampedGeometric(UniformGrid):
+    """Noise levels geometric from sigma~ = 50 to 0.01, mapped to time and clamped into [0, 1]."""
+
+    supports = frozenset({"gaussian"})
+
+    def times(self, schedule):
+        sigmas = torch.exp(torch.linspace(math.log(50.0), math.log(0.01), self.steps, dtype=torch.float64))
+        t = schedule.t_from_log_snr(-2.0 * torch.log(sigmas)).clamp(0.0, 1.0)
+        return torch.cat([t, t.new_zeros(1)])
+
+
+def test_grid_contract_runs_every_registered_schedule_and_names_it():
+    from diffusekit.registry import Entry, Registry
+
+    passes(kit.grid_contracts(ClampedGeometric(), None), "valid_times")
+    registry = Registry([Entry("schedule", "third", "low_ceiling", LowCeiling)])
+    fails(
+        kit.grid_contracts(ClampedGeometric(), registry),
+        "valid_times",
+        r"under schedule third:low_ceiling, 60 steps: times must strictly decrease, but t\[0\] = 1.0 and t\[1\] = 1.0",
     )

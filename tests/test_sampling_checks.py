@@ -166,6 +166,24 @@ def test_a_step_that_changes_a_parts_shape_or_dtype_names_the_sampler():
         _Widening().sample(ORACLE, (3, 2), grid)
 
 
+@attrs.frozen
+class _Bare(DDIM):
+    """A broken sampler: its steps return the new state as a bare tensor, not a Step."""
+
+    def update(self, denoiser, x, times, *, condition, generator, carry):
+        return super().update(denoiser, x, times, condition=condition, generator=generator, carry=carry).x["x"]
+
+
+def test_a_step_that_is_not_a_step_names_the_sampler():
+    grid = UniformGrid(steps=3)
+    message = r"_Bare.update returned a Tensor from step 1; it must return diffusekit.Step\(x, predictions\)"
+    with pytest.raises(ShapeError, match=message):
+        _Bare().sample(ORACLE, (3, 2), grid)
+    held = TimePlan.from_grid(grid, ORACLE.schedules).hold("x", torch.tensor([True, False, False]))
+    with pytest.raises(ShapeError, match=message):  # the path that restores held elements
+        _Bare().sample(ORACLE, torch.zeros(3, 2), held)
+
+
 def test_step_times_dt_is_a_float_for_scalar_plans_and_aligned_otherwise():
     from diffusekit import StepTimes
     from diffusekit.testing.categorical import ReferenceAbsorbing

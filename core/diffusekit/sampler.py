@@ -286,6 +286,7 @@ class Sampler(abc.ABC):
         out = self.update(denoiser, x, times, condition=condition, generator=generator, carry=carry)
         if not any(fixed is not False for fixed in times.fixed.values()):
             return out
+        _require_step(self, out, times.index)
         moved = {name: hold_fixed(value, x[name], times.fixed[name]) for name, value in out.x.items()}
         return Step(moved, out.predictions, out.carry)
 
@@ -357,7 +358,7 @@ class Sampler(abc.ABC):
                     out = self._advance(denoiser, parts, times, condition, generator, carry)
                 else:
                     out = self.update(denoiser, parts, times, condition=condition, generator=generator, carry=carry)
-                _check_step(self, parts, out.x, i)
+                _check_step(self, parts, out, i)
                 parts, carry = out.x, out.carry
                 if callback is not None:
                     callback({"i": i, "t": plan[i + 1], "x": parts, "denoised": out.denoised, "step": out})
@@ -446,10 +447,25 @@ def _refine(sampler, denoiser, guess: Parts, target: Parts, up: StepTimes, condi
     return guess
 
 
-def _check_step(sampler: Sampler, before: Parts, after: Parts, i: int) -> None:
-    """Every part comes back from a step with its shape and dtype (else the sampler is at fault,
-    not the network that would fail on its output one step later)."""
-    if after.keys() != before.keys():
+def _require_step(sampler: Sampler, out: object, i: int) -> None:
+    if not isinstance(out, Step):
+        raise ShapeError(
+            f"{type(sampler).__name__}.update returned a {type(out).__name__} from step {i + 1}; "
+            "it must return diffusekit.Step(x, predictions)"
+        )
+
+
+def _check_step(sampler: Sampler, before: Parts, out: Step, i: int) -> None:
+    """A step returns a :class:`Step` with every part in its shape and dtype (else the sampler is at
+    fault, not the network that would fail on its output one step later)."""
+    _require_step(sampler, out, i)
+    after = out.x
+    if not isinstance(after, Mapping) or after.keys() != before.keys():
+        if not isinstance(after, Mapping):
+            raise ShapeError(
+                f"{type(sampler).__name__} returned Step.x as a {type(after).__name__} from step {i + 1}; "
+                "it is a dict of parts like the state it was given"
+            )
         raise ShapeError(
             f"{type(sampler).__name__} returned parts {sorted(after)} from step {i + 1}; it was given {sorted(before)}"
         )

@@ -2,7 +2,8 @@
 
 import pytest
 
-pytestmark = pytest.mark.diffusekit_plugin("gaussian", "core")
+# a warning from the kit or a component fails the contract (nothing leaks into users' logs)
+pytestmark = [pytest.mark.diffusekit_plugin("gaussian", "core"), pytest.mark.filterwarnings("error")]
 
 
 def test_conformance(diffusekit_contract):
