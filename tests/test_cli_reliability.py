@@ -18,7 +18,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fakeplugins import assert_one_line_error, env_with, grid_plugin_source, run_cli, write_distribution  # noqa: E402
+from fakeplugins import (  # noqa: E402
+    assert_one_line_error,
+    digits_recipe,
+    env_with,
+    grid_plugin_source,
+    run_cli,
+    write_distribution,
+)
 from test_cli import TINY_RECIPE  # noqa: E402
 
 HOSTILE = {
@@ -298,3 +305,46 @@ def test_check_selects_contracts_and_shows_tracebacks(tmp_path):
     detailed = run_cli("check", "grids", "-k", "rising", "--traceback", cwd=tmp_path, env=env)
     assert detailed.returncode != 0 and "Traceback (most recent call last)" in detailed.stdout
     assert assert_one_line_error(run_cli("check", "grids", "-k", "zzz", cwd=tmp_path, env=env)).startswith("-k 'zzz'")
+
+
+def test_a_recipe_completes_given_data_from_safetensors(tmp_path):
+    """Without a method, ``--input`` takes the core's format: a tensor per given part and
+    ``<part>.known`` masks; the known elements come back exactly."""
+    from diffusekit.checkpoint import write_tensors
+    from safetensors.torch import load_file
+
+    (tmp_path / "r.toml").write_text(digits_recipe(method=False), encoding="utf-8")
+    x = torch.rand(2, 1, 8, 8) * 2 - 1
+    known = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    known[..., :, :3] = True
+    write_tensors(tmp_path / "given.safetensors", {"x": x, "x.known": known})
+    result = run_cli(
+        "run",
+        "r.toml",
+        "--train",
+        "--steps",
+        "2",
+        "--input",
+        "given.safetensors",
+        "--out",
+        "o",
+        "--no-progress",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    out = load_file(str(tmp_path / "o" / "samples.safetensors"))["x"]
+    assert out.shape == x.shape and torch.equal(out[known], x[known]) and bool(torch.isfinite(out).all())
+
+
+def test_a_malformed_input_stops_run_before_training(tmp_path):
+    from diffusekit.checkpoint import write_tensors
+
+    (tmp_path / "r.toml").write_text(digits_recipe(method=False), encoding="utf-8")
+    write_tensors(tmp_path / "given.safetensors", {"x": torch.zeros(2, 1, 7, 8)})
+    message = assert_one_line_error(
+        run_cli("run", "r.toml", "--train", "--input", "given.safetensors", "--out", "o", cwd=tmp_path)
+    )
+    assert "given.safetensors" in message and "expected (2, 1, 8, 8)" in message
+    assert not (tmp_path / "o").exists()
+    missing = assert_one_line_error(run_cli("run", "r.toml", "--train", "--input", "nope.safetensors", cwd=tmp_path))
+    assert missing == "--input: nope.safetensors: no such file"

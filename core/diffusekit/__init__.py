@@ -8,6 +8,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from diffusekit import numeric
+from diffusekit.adapter import ScheduleAdapter, adapt
 from diffusekit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from diffusekit.condition import ClassLabel, Condition, ConditionList, Embedding
 from diffusekit.data import Data, Dataset
@@ -19,12 +20,14 @@ from diffusekit.errors import (
     ConfigError,
     DiffusekitError,
     DuplicateComponent,
+    InputError,
     SamplingDiverged,
     ShapeError,
     TrainingDiverged,
 )
 from diffusekit.guidance import Guidance
 from diffusekit.hookspecs import hookimpl
+from diffusekit.known import read_given
 from diffusekit.method import Method, packaged_weights
 from diffusekit.network import Network
 from diffusekit.parameterization import (
@@ -33,7 +36,7 @@ from diffusekit.parameterization import (
     Parameterization,
     Prepared,
 )
-from diffusekit.pipeline import Pipeline, build, load, pretrained
+from diffusekit.pipeline import Pipeline, build, load, pretrained, trained_under
 from diffusekit.plugins import get_registry
 from diffusekit.prediction import CategoricalPrediction, Prediction
 from diffusekit.recipe import ComponentSpec, PartSpec, Recipe, SampleConfig, TrainConfig, load_recipe, save_recipe
@@ -87,6 +90,7 @@ __all__ = [
     "GaussianParameterization",
     "GaussianSchedule",
     "Guidance",
+    "InputError",
     "Method",
     "Network",
     "Parameterization",
@@ -98,6 +102,7 @@ __all__ = [
     "SampleConfig",
     "Sampler",
     "Schedule",
+    "ScheduleAdapter",
     "SamplingDiverged",
     "ShapeError",
     "Step",
@@ -107,6 +112,7 @@ __all__ = [
     "TrainConfig",
     "TrainingDiverged",
     "__version__",
+    "adapt",
     "align_time",
     "build",
     "get_registry",
@@ -120,8 +126,10 @@ __all__ = [
     "numeric",
     "packaged_weights",
     "pretrained",
+    "read_given",
     "resolve",
     "save_checkpoint",
     "save_recipe",
     "train",
+    "trained_under",
 ]

@@ -198,9 +198,19 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         step = int(metadata.get("diffusekit.step", "0"))
     except (DiffusekitError, ValueError) as exc:
         raise CheckpointError(f"{path}: malformed diffusekit metadata: {exc}") from None
+    return Checkpoint(read_tensors(path, checked=True), recipe, {**metadata, "diffusekit.step": str(step)})
+
+
+def read_tensors(path: str | Path, *, checked: bool = False) -> dict[str, Tensor]:
+    """The tensors of a safetensors file (any, not only checkpoints); refuses pickle by its bytes.
+    (``checked``: the header was read already.)"""
+    path = Path(path)
+    if not checked:
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such file")
+        _header(path)
     try:
         # read through Python: the path may not be valid UTF-8, which safetensors' own reader refuses
-        tensors = load(path.read_bytes())
+        return load(path.read_bytes())
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: cannot read tensors: {exc}") from None
-    return Checkpoint(tensors, recipe, {**metadata, "diffusekit.step": str(step)})

@@ -31,6 +31,10 @@ KIND_NAMES = (
 )
 
 
+# class attributes ``show`` lists (a sampler's order, a schedule's family, what a method takes as input)
+FACTS = "supports stochastic order evaluations_per_step adaptive kind prediction family input_format".split()
+
+
 class Group(click.Group):
     """A click group that turns errors into one line and an exit status."""
 
@@ -157,7 +161,7 @@ def describe(entry: Any) -> dict[str, Any]:
     except Exception:
         instance = None
     facts = {}
-    for attr in ("supports", "stochastic", "order", "evaluations_per_step", "adaptive", "kind", "prediction"):
+    for attr in FACTS:
         value = getattr(instance, attr, None) if instance is not None else inspect.getattr_static(entry.obj, attr, None)
         if value is not None and not isinstance(value, property) and not callable(value):
             facts[attr] = sorted(value) if isinstance(value, frozenset) else value
@@ -246,10 +250,49 @@ def _estimate(pipeline: Any, num: int) -> None:
         )
 
 
-def _sample_and_write(pipeline: Any, num: int | None, out: Path, progress: bool) -> None:
+def _read_input(pipeline: Any, path: Path | None, num: int | None) -> Any:
+    """``(given, known)`` from ``--input`` (before anything long starts), with a single given sample
+    repeated ``--num`` times (several completions of one input); ``None`` without ``--input``."""
+    from diffusekit.known import read_given
+    from diffusekit.state import DEFAULT_PART, as_parts
+
+    if path is None:
+        return None
+    method = pipeline.method
+    if method is not None and method.input_format is None:
+        raise click.ClickException(f"--input: method {pipeline.recipe.method} takes no input")
+    if not path.is_file():
+        raise click.ClickException(f"--input: {path}: no such file")
+    if method is not None:
+        given, known = method.read_input(path, pipeline.recipe)
+    else:
+        given, known = read_given(path, {name: part.shape for name, part in pipeline.recipe.parts.items()})
+    parts = as_parts(given)
+    masks = known if isinstance(known, dict) else {name: known for name in parts}
+    rows = next(iter(parts.values())).shape[0]
+    if num is not None and num != rows:
+        if rows != 1:
+            raise click.ClickException(f"--num {num}: {path} holds {rows} samples; leave out --num to complete all")
+        parts = {name: value.expand(num, *value.shape[1:]) for name, value in parts.items()}
+        masks = {name: None if m is None else m.expand(num, *m.shape[1:]) for name, m in masks.items()}
+    if list(parts) == [DEFAULT_PART] and not isinstance(given, dict):
+        return parts[DEFAULT_PART], masks[DEFAULT_PART]
+    return parts, masks
+
+
+def _sample_and_write(pipeline: Any, num: int | None, out: Path, progress: bool, given: Any = None) -> None:
+    if given is not None:
+        num = next(iter(given[0].values())).shape[0] if isinstance(given[0], dict) else given[0].shape[0]
     num = pipeline.recipe.sample.num if num is None else num
     _estimate(pipeline, num)
-    if pipeline.method is not None:
+    if given is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if pipeline.method is not None:
+            written = pipeline.method.complete(pipeline, *given, out, progress)
+        else:
+            samples = pipeline.sample(given=given[0], known=given[1], progress=progress)
+            written = _write_samples(pipeline, samples, None, out)
+    elif pipeline.method is not None:
         out.mkdir(parents=True, exist_ok=True)
         written = pipeline.method.generate(pipeline, num, out, progress)
     else:
@@ -260,8 +303,19 @@ def _sample_and_write(pipeline: Any, num: int | None, out: Path, progress: bool)
 
 def _model_differs(shipped: Any, recipe: Any) -> str | None:
     """The first entry of ``parts`` or ``network`` (a dotted path) where ``recipe`` no longer
-    fits the shipped weights' recipe, or ``None``."""
+    fits the shipped weights' recipe, or ``None``. A part's schedule may differ: the weights
+    are then used under it, matched by log-SNR (:func:`diffusekit.pipeline.trained_under`)."""
+    import attrs
+
     from diffusekit.recipe import recipe_to_dict
+
+    recipe = attrs.evolve(
+        recipe,
+        parts={
+            name: attrs.evolve(part, schedule=shipped.parts[name].schedule) if name in shipped.parts else part
+            for name, part in recipe.parts.items()
+        },
+    )
 
     def first(a: Any, b: Any, path: str) -> str | None:
         if isinstance(a, dict) and isinstance(b, dict):
@@ -280,6 +334,24 @@ def _model_differs(shipped: Any, recipe: Any) -> str | None:
     return None
 
 
+def _under_new_schedules(pipeline: Any, trained: Any) -> Any:
+    """The pipeline with weights trained under ``trained``'s schedules used under the recipe's, saying so."""
+    from diffusekit.errors import ConfigError
+    from diffusekit.pipeline import trained_under
+
+    try:
+        adapted = trained_under(pipeline, trained)
+    except ConfigError as exc:
+        raise click.ClickException(f"{exc}; train a model under it with --train") from None
+    for name in getattr(adapted.denoiser, "targets", {}):  # the parts of a ScheduleAdapter
+        click.echo(
+            f"part {name!r}: sampling under {pipeline.recipe.parts[name].schedule.name} with weights trained "
+            f"under {trained.parts[name].schedule.name}, matched by log-SNR",
+            err=True,
+        )
+    return adapted
+
+
 @cli.command()
 @click.argument("target")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe entry (repeatable).")
@@ -289,6 +361,12 @@ def _model_differs(shipped: Any, recipe: Any) -> str | None:
 @click.option("--train", "force_train", is_flag=True, help="Train from scratch even if the method ships weights.")
 @click.option("--steps", type=int, callback=_at_least_one, help="Training steps (default: the recipe's train.steps).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Complete this input (a puzzle, an image with holes; 'diffusekit show METHOD' says what it takes).",
+)
 def run(
     target: str,
     sets: tuple[str, ...],
@@ -298,14 +376,17 @@ def run(
     force_train: bool,
     steps: int | None,
     progress: bool,
+    input_path: Path | None,
 ) -> None:
-    """Run METHOD or RECIPE.toml: load shipped weights (or train with --train), sample, write outputs to --out."""
+    """Run METHOD or RECIPE.toml: load shipped weights (or train with --train), sample (or complete
+    --input), write outputs to --out."""
     from diffusekit.checkpoint import load_checkpoint
     from diffusekit.pipeline import build
     from diffusekit.training import train as train_loop
 
     recipe = _recipe(target, sets, seed)
     pipeline = build(recipe)
+    given = _read_input(pipeline, input_path, num)  # a malformed input fails before any training
     shipped = None if force_train or pipeline.method is None else pipeline.method.weights()
     if shipped is not None:
         checkpoint = load_checkpoint(shipped)
@@ -315,6 +396,7 @@ def run(
                 f"{differs} differs from the weights {recipe.method} ships, so they do not fit; "
                 "train a model with --train (or leave that entry as it is)"
             )
+        pipeline = _under_new_schedules(pipeline, checkpoint.recipe)
         pipeline.load_weights(checkpoint.weights(), source=str(shipped))
         click.echo(f"loaded shipped weights {shipped.name} (trained {checkpoint.step} steps)", err=True)
     elif not force_train:
@@ -328,7 +410,7 @@ def run(
         out.mkdir(parents=True, exist_ok=True)  # the training loop writes its metrics next to the checkpoint
         # run's outputs are replaced on every run, the checkpoint among them
         train_loop(pipeline, out=out / "model.safetensors", overwrite=True, steps=steps, progress=progress)
-    _sample_and_write(pipeline, num, out, progress)
+    _sample_and_write(pipeline, num, out, progress, given)
 
 
 @cli.command()
@@ -377,8 +459,17 @@ def train(
 )
 @click.option("--seed", type=int, help="Override the recipe's seed.")
 @click.option("--progress/--no-progress", default=True)
+@click.option(
+    "--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), help="Complete this input (as for run)."
+)
 def sample(
-    checkpoint: Path, num: int | None, out: Path, sets: tuple[str, ...], seed: int | None, progress: bool
+    checkpoint: Path,
+    num: int | None,
+    out: Path,
+    sets: tuple[str, ...],
+    seed: int | None,
+    progress: bool,
+    input_path: Path | None,
 ) -> None:
     """Sample from a checkpoint; it carries its recipe, so nothing else is needed."""
     from diffusekit.pipeline import load
@@ -387,7 +478,7 @@ def sample(
     if seed is not None:
         overrides["seed"] = seed
     pipeline = load(checkpoint, **overrides)
-    _sample_and_write(pipeline, num, out, progress)
+    _sample_and_write(pipeline, num, out, progress, _read_input(pipeline, input_path, num))
 
 
 @cli.command()
@@ -427,14 +518,42 @@ def _failure_reason(exc: BaseException) -> str:
     return ((str(exc).strip().splitlines() or [type(exc).__name__])[0]) + more
 
 
+def _cannot_check(state: Any, plugin: str) -> tuple[str, str] | None:
+    """Why ``plugin`` cannot be checked at all, or ``None``: ``(error, reason)``, the one-line
+    error of a single-plugin run and the reason of a ``FAIL PLUGIN: reason`` line."""
+    info = state.plugins.get(plugin)
+    if info is None:
+        import difflib
+
+        close = difflib.get_close_matches(plugin, list(state.plugins), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        reason = f"not installed{hint} (installed: {', '.join(state.plugins)})"
+        return f"plugin {plugin!r} is {reason}", reason
+    if info.error:  # "failed to load: ..." or "failed to register: ..." (a typo'd hook name)
+        return f"plugin {plugin!r} {info.error}", info.error
+    if info.warnings:  # e.g. a hook without @diffusekit.hookimpl: its components are silently missing
+        return f"plugin {plugin!r}: {info.warnings[0]}", info.warnings[0]
+    return None
+
+
 @cli.command()
-@click.argument("plugin")
+@click.argument("plugins", nargs=-1, metavar="[PLUGIN]...")
 @click.option("--max-examples", type=int, help="Hypothesis examples per property (default 20).")
 @click.option("-k", "pattern", metavar="PATTERN", help="Only contracts whose id contains PATTERN (e.g. -k heun).")
 @click.option("--traceback", "show_traceback", is_flag=True, help="Print each failure's full traceback.")
 @click.option("-v", "--verbose", is_flag=True, help="List every contract, not only failures.")
-def check(plugin: str, max_examples: int | None, pattern: str | None, show_traceback: bool, verbose: bool) -> None:
-    """Run the conformance contracts on every component PLUGIN registers."""
+def check(
+    plugins: tuple[str, ...], max_examples: int | None, pattern: str | None, show_traceback: bool, verbose: bool
+) -> None:
+    """Run the conformance contracts on every component each PLUGIN registers.
+
+    Without PLUGIN, every installed plugin except the built-in 'core' is checked (name
+    'core' to check it too). Checking several plugins in one process is faster than one
+    run each. Every failing contract prints 'FAIL <component>::<contract>: <reason>'; with
+    several plugins, one that is not installed, failed to load, has a hook warning or
+    registers nothing prints 'FAIL <plugin>: <reason>' and the others are still checked.
+    One summary line ends the run; the exit status is non-zero if anything failed.
+    """
     import time
     import traceback
 
@@ -444,44 +563,56 @@ def check(plugin: str, max_examples: int | None, pattern: str | None, show_trace
     if max_examples is not None:
         os.environ["DIFFUSEKIT_MAX_EXAMPLES"] = str(max_examples)
     state = loaded()
-    info = state.plugins.get(plugin)
-    if info is None:
-        import difflib
-
-        close = difflib.get_close_matches(plugin, list(state.plugins), n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise click.ClickException(f"plugin {plugin!r} is not installed{hint} (installed: {', '.join(state.plugins)})")
-    if info.error:
-        raise click.ClickException(f"plugin {plugin!r} failed to load: {info.error}")
-    if info.warnings:  # e.g. a hook without @diffusekit.hookimpl: its components are silently missing
-        raise click.ClickException(f"plugin {plugin!r}: {info.warnings[0]}")
-    contracts = plugin_contracts(plugin, state.registry)
-    if not contracts:
-        raise click.ClickException(f"plugin {plugin!r} registers no components")
-    if pattern is not None:
-        contracts = [c for c in contracts if pattern.lower() in c.id.lower()]
-        if not contracts:
-            raise click.ClickException(f"-k {pattern!r}: no contract of plugin {plugin!r} matches")
-    failures = 0
+    single = len(set(plugins)) == 1  # one named plugin: what stops its check is the one-line error
+    names = list(dict.fromkeys(plugins)) or [name for name, info in state.plugins.items() if not info.builtin]
+    if not names:
+        raise click.ClickException("no plugins installed besides the built-in 'core' (check it with: check core)")
     began = time.perf_counter()
-    for contract in contracts:
-        try:
-            contract.check()
-        except Exception as exc:  # report every failing contract, then exit non-zero
-            failures += 1
-            click.echo(f"FAIL {contract.id}: {_failure_reason(exc)}")
-            if show_traceback:
-                click.echo("".join(traceback.format_exception(exc)))
-        else:
-            if verbose:
-                click.echo(f"ok   {contract.id}: {contract.doc}")
-    components = len({c.component for c in contracts})
-    summary = (
-        f"{len(contracts) - failures}/{len(contracts)} contracts passed on {components} components "
-        f"of plugin {plugin!r} in {time.perf_counter() - began:.1f}s"
+    failures, total, components, unusable, selected = 0, 0, 0, [], []
+    for plugin in names:
+        problem, contracts = _cannot_check(state, plugin), []
+        if problem is None:
+            try:
+                contracts = plugin_contracts(plugin, state.registry)
+            except Exception as exc:  # a component that breaks even listing its contracts
+                reason = f"listing its contracts raised {type(exc).__name__}: {_failure_reason(exc)}"
+                problem = (f"plugin {plugin!r}: {reason}", reason)
+        if problem is None and not contracts:
+            problem = (f"plugin {plugin!r} registers no components", "registers no components")
+        if problem is not None:
+            if single:
+                raise click.ClickException(problem[0])
+            unusable.append(plugin)
+            click.echo(f"FAIL {plugin}: {problem[1]}")
+            continue
+        if pattern is not None:
+            contracts = [c for c in contracts if pattern.lower() in c.id.lower()]
+        selected.append(plugin)
+        total += len(contracts)
+        components += len({c.component for c in contracts})
+        for contract in contracts:
+            try:
+                contract.check()
+            except Exception as exc:  # report every failing contract, then exit non-zero
+                failures += 1
+                click.echo(f"FAIL {contract.id}: {_failure_reason(exc)}")
+                if show_traceback:
+                    click.echo("".join(traceback.format_exception(exc)))
+            else:
+                if verbose:
+                    click.echo(f"ok   {contract.id}: {contract.doc}")
+    if pattern is not None and selected and not total and not unusable:
+        which = f"plugin {selected[0]!r}" if single else f"plugins {', '.join(selected)}"
+        raise click.ClickException(f"-k {pattern!r}: no contract of {which} matches")
+    summary = f"{total - failures}/{total} contracts passed on {components} components of " + (
+        f"plugin {names[0]!r}" if single else f"{len(names)} plugins"
     )
-    if failures:
-        raise click.ClickException(summary + ("" if show_traceback else " (--traceback shows the details)"))
+    summary += f" in {time.perf_counter() - began:.1f}s"
+    if unusable:
+        summary += f"; {len(unusable)} could not be checked ({', '.join(unusable)})"
+    if failures or unusable:
+        hint = " (--traceback shows the details)" if failures and not show_traceback else ""
+        raise click.ClickException(summary + hint)
     click.echo(summary)
 
 

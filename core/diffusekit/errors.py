@@ -40,6 +40,11 @@ class CheckpointError(DiffusekitError):
     """A checkpoint is missing, not safetensors, or lacks diffusekit metadata."""
 
 
+class InputError(DiffusekitError, ValueError):
+    """A user's input file (a puzzle, an image to complete, a molecule) is malformed; the message
+    names the file and what is wrong where."""
+
+
 class TrainingDiverged(DiffusekitError, ArithmeticError):
     """Training produced a non-finite loss, gradient norm or weight; the message names the step.
 

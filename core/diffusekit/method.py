@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from diffusekit.condition import Condition
+from diffusekit.known import Known, read_given
 from diffusekit.state import State
 
 if TYPE_CHECKING:
@@ -31,6 +32,11 @@ def packaged_weights(package: str, name: str) -> Path | None:
 
 class Method(abc.ABC):
     """Base class of registered methods."""
+
+    input_format: ClassVar[str | None] = None
+    """What ``diffusekit run METHOD --input FILE`` takes, in a few words (shown in ``show`` and in
+    errors); ``None``: the method takes no input. A method that sets it reads the file with
+    :meth:`read_input` and completes it with :meth:`complete`."""
 
     @abc.abstractmethod
     def recipe(self) -> Recipe:
@@ -53,4 +59,19 @@ class Method(abc.ABC):
         :meth:`condition` and :meth:`write_outputs`; a method may do more (solve puzzles, ...)."""
         condition = self.condition(num)
         samples = pipeline.sample(num, condition=condition, progress=progress)
+        return self.write_outputs(samples, condition, out_dir)
+
+    def read_input(self, path: Path, recipe: Recipe) -> tuple[State, Known]:
+        """The given data and known mask in ``path`` (see :mod:`diffusekit.known`); a malformed file is
+        a one-line :class:`~diffusekit.InputError` naming what is wrong where. By default the
+        safetensors format of :func:`~diffusekit.read_given`; methods read their own formats
+        (a puzzle as text, an image with transparent pixels to fill)."""
+        return read_given(path, {name: part.shape for name, part in recipe.parts.items()})
+
+    def complete(self, pipeline: Any, given: State, known: Known, out_dir: Path, progress: bool = False) -> list[Path]:
+        """The main job of ``diffusekit run --input``: complete the given data (one sample per given
+        row) with :meth:`condition` and :meth:`write_outputs`; a method may do more (check a puzzle)."""
+        rows = next(iter(given.values())).shape[0] if isinstance(given, dict) else given.shape[0]
+        condition = self.condition(rows)
+        samples = pipeline.sample(given=given, known=known, condition=condition, progress=progress)
         return self.write_outputs(samples, condition, out_dir)

@@ -18,15 +18,16 @@ from torch import Tensor
 
 from diffusekit.checkpoint import load_checkpoint
 from diffusekit.condition import Condition
-from diffusekit.denoiser import Denoiser
+from diffusekit.denoiser import Denoiser, DenoiserLike
 from diffusekit.errors import CheckpointError, ConfigError, SamplingDiverged, ShapeError
 from diffusekit.guidance import Guidance
+from diffusekit.known import KeepKnown, Known, complete, known_masks
 from diffusekit.method import Method
 from diffusekit.plugins import get_registry
 from diffusekit.recipe import Recipe, instantiate, load_recipe, recipe_from_dict, validate
 from diffusekit.registry import Registry
-from diffusekit.sampler import Callback, Sampler, TimeGrid
-from diffusekit.state import DEFAULT_PART, State
+from diffusekit.sampler import Callback, Sampler, TimeGrid, TimePlan
+from diffusekit.state import DEFAULT_PART, State, align_time, as_parts
 
 _INIT_LOCK = threading.Lock()
 
@@ -40,7 +41,8 @@ class Pipeline:
     """
 
     recipe: Recipe
-    denoiser: Denoiser
+    denoiser: DenoiserLike
+    """The trained :class:`Denoiser`, or any denoiser (adapted to other schedules, an exact oracle)."""
     sampler: Sampler
     grid: TimeGrid
     guidance: Guidance | None = None
@@ -48,12 +50,14 @@ class Pipeline:
 
     @property
     def network(self) -> torch.nn.Module:
-        return self.denoiser.network
+        return self.denoiser.network  # type: ignore[attr-defined]
 
     def sample(
         self,
         num: int | None = None,
         *,
+        given: State | None = None,
+        known: Known = None,
         condition: Condition | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
@@ -65,11 +69,29 @@ class Pipeline:
 
         Without a ``condition`` the method's default conditions are used. Without a
         ``generator`` one is seeded from ``seed`` (default: the recipe's seed).
+
+        With ``given`` (a state for some or all parts, one row per sample) and ``known``
+        (boolean masks aligned with the leading dimensions of the given parts; ``None``: the
+        given parts are known entirely) the samples complete the given data: inpainting,
+        infilling, puzzles, given frames or views (see :mod:`diffusekit.known`). ``num``
+        then defaults to the number of given samples.
         """
+        masks: dict[str, Tensor | None] = {}
+        given_parts: dict[str, Tensor] = {}
+        if given is not None:
+            given_parts = as_parts(given)
+            masks = known_masks(given_parts, known, {name: part.shape for name, part in self.recipe.parts.items()})
+            rows = next(iter(given_parts.values())).shape[0]
+            if num is not None and num != rows:
+                raise ConfigError("num", f"{num} samples asked for, but {rows} are given")
+            num = rows
+        elif known is not None:
+            raise ConfigError("known", "a mask of known elements needs the given data (given=...)")
         num = self.recipe.sample.num if num is None else num
         if isinstance(num, bool) or not isinstance(num, int) or num < 1:
             raise ConfigError("num", f"the number of samples must be a positive integer, got {num!r}")
-        network_device = next((p.device for p in self.network.parameters()), None)
+        network = getattr(self.denoiser, "network", None)  # an exact oracle denoiser has none
+        network_device = None if network is None else next((p.device for p in network.parameters()), None)
         if device is not None and network_device is not None and torch.device(device) != network_device:
             raise ShapeError(
                 f"device: the network is on {network_device}, not {device}; move it first (pipeline.network.to(...))"
@@ -85,22 +107,57 @@ class Pipeline:
         for start in range(0, num, size):
             n = min(size, num - start)
             shapes = {name: (n, *part.shape) for name, part in self.recipe.parts.items()}
+            denoiser, x, plan = self.denoiser, shapes, self.grid
+            rows = slice(start, start + n)
+            if given_parts:
+                given_rows = {
+                    name: value[rows].to(device) if device else value[rows] for name, value in given_parts.items()
+                }
+                mask_rows = {
+                    name: None if m is None else m[rows].to(given_rows[name].device) for name, m in masks.items()
+                }
+                denoiser, x, plan = self._completion(given_rows, mask_rows, generator, device)
             watch = _FirstNonFinite(callback)
             out = self.sampler.sample(
-                self.denoiser,
-                shapes,
-                self.grid,
-                condition=None if condition is None else condition.take(slice(start, start + n)),
-                guidance=self.guidance,
+                denoiser,
+                x,
+                plan,
+                condition=None if condition is None else condition.take(rows),
+                guidance=None if isinstance(denoiser, KeepKnown) else self.guidance,
                 generator=generator,
                 callback=watch,
                 progress=progress,
                 device=device,
             )
+            if isinstance(denoiser, KeepKnown):  # replaced parts: exactly the given data where known
+                out = {**out, **{p: torch.where(m, denoiser.given[p], out[p]) for p, m in denoiser.known.items()}}  # type: ignore[index]
             watch.check(out, start)  # type: ignore[arg-type]
             chunks.append(out)  # type: ignore[arg-type]
         parts = {name: torch.cat([c[name] for c in chunks]) for name in self.recipe.parts}
         return parts[DEFAULT_PART] if list(parts) == [DEFAULT_PART] else parts
+
+    def _completion(
+        self, given: dict[str, Tensor], masks: dict[str, Tensor | None], generator: torch.Generator, device: Any
+    ) -> tuple[Any, dict[str, Tensor], TimePlan]:
+        """The denoiser, starting state and plan that complete ``given`` where ``masks`` say it is known."""
+        schedules = self.denoiser.schedules
+        plan = TimePlan.from_grid(self.grid, schedules)
+        n = next(iter(given.values())).shape[0]
+        x = {
+            name: schedules[name].prior((n, *part.shape), t=plan[0][name], generator=generator, device=device)
+            for name, part in self.recipe.parts.items()
+        }
+        given = {name: value.to(x[name].dtype) for name, value in given.items()}
+        time_dims = {name: part.time_dims for name, part in self.recipe.parts.items()}
+        held, replaced = complete(given, masks, time_dims, getattr(self.denoiser, "time_conditioned", True))
+        for name, mask in held.items():
+            plan = plan.hold(name, mask)
+            x[name] = given[name] if mask is None else torch.where(align_time(mask, x[name]), given[name], x[name])
+        if not replaced:
+            return self.denoiser, x, plan
+        # outermost, so that a guided (batched) prediction is replaced too
+        guided = self.denoiser if self.guidance is None else self.guidance.wrap(self.denoiser)
+        return KeepKnown(guided, given, replaced), x, plan
 
     def load_weights(self, weights: Mapping[str, Tensor], source: str = "weights") -> None:
         """Load network weights; a mismatch names the missing or unexpected keys."""
@@ -198,14 +255,46 @@ def build(source: Recipe | str | Path | Mapping[str, Any], registry: Registry | 
 
 
 def load(path: str | Path, registry: Registry | None = None, **overrides: Any) -> Pipeline:
-    """A pipeline from a checkpoint: its recipe (with ``overrides``) and its sampling weights."""
+    """A pipeline from a checkpoint: its recipe (with ``overrides``) and its sampling weights.
+
+    An override of a Gaussian part's schedule (``**{"parts.x.schedule": "gaussian:edm"}``)
+    keeps the weights: the network is used under the new schedule, matched by log-SNR
+    (:func:`trained_under`)."""
     from diffusekit.recipe import apply_overrides
 
     checkpoint = load_checkpoint(path)
     recipe = apply_overrides(checkpoint.recipe, overrides) if overrides else checkpoint.recipe
-    pipeline = build(recipe, registry)
+    pipeline = trained_under(build(recipe, registry), checkpoint.recipe, registry)
     pipeline.load_weights(checkpoint.weights(), source=str(path))
     return pipeline
+
+
+def trained_under(pipeline: Pipeline, trained: Recipe, registry: Registry | None = None) -> Pipeline:
+    """``pipeline`` with a network trained under the schedules of ``trained``, sampling under its own.
+
+    Each part whose schedule differs from the trained one keeps the trained schedule inside
+    the denoiser and is matched to the new one by log-SNR (:func:`diffusekit.adapter.adapt`):
+    a schedule from any plugin works with weights trained under another. Only Gaussian
+    schedules can be matched; otherwise a :class:`ConfigError` names the part.
+    """
+    from diffusekit.adapter import adapt
+
+    changed = [
+        name
+        for name, part in pipeline.recipe.parts.items()
+        if name in trained.parts and part.schedule != trained.parts[name].schedule
+    ]
+    if not changed:
+        return pipeline
+    registry = registry or get_registry()
+    denoiser = pipeline.denoiser
+    assert isinstance(denoiser, Denoiser)
+    originals = {
+        name: instantiate(registry, "schedule", trained.parts[name].schedule, f"parts.{name}.schedule")
+        for name in changed
+    }
+    base = Denoiser(denoiser.network, {**denoiser.schedules, **originals}, denoiser.parameterizations)
+    return attrs.evolve(pipeline, denoiser=adapt(base, {name: denoiser.schedules[name] for name in changed}))
 
 
 def pretrained(method: str, registry: Registry | None = None) -> Pipeline:

@@ -312,7 +312,9 @@ def _refuse_infinity(value: Any, path: str) -> None:
     """A ConfigError if ``value`` (or a number in a list or table of it) is ±inf."""
     if isinstance(value, float) and math.isinf(value):
         raise ConfigError(path, f"must be a finite number, got {value!r}")
-    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    items = (
+        value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    )
     for key, item in items:
         _refuse_infinity(item, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}")
 

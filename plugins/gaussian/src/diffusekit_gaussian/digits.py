@@ -11,6 +11,7 @@ from diffusekit import (
     ComponentSpec,
     Data,
     Dataset,
+    InputError,
     Method,
     PartSpec,
     Recipe,
@@ -21,7 +22,7 @@ from diffusekit import (
 from diffusekit.state import State
 from safetensors.torch import save_file
 
-from diffusekit_gaussian.images import save_grid, to_uint8
+from diffusekit_gaussian.images import read_with_holes, save_grid, to_uint8
 
 
 @attrs.frozen
@@ -43,6 +44,8 @@ class DigitsMethod(Method):
     Ships EMA weights trained with :meth:`recipe` (``weights/digits.safetensors``);
     ``diffusekit run gaussian:digits --train`` trains from scratch instead.
     """
+
+    input_format = "a PNG of a digit, white on black, 8×8 or a multiple; transparent pixels are filled in"
 
     def recipe(self) -> Recipe:
         return Recipe(
@@ -110,3 +113,28 @@ class DigitsMethod(Method):
         rows = torch.cat([torch.cat([c, c.new_full((width - len(c), *c.shape[1:]), 255)]) for c in per_class])
         written.append(save_grid(rows, out_dir / "grid.png", columns=width, scale=4))
         return written
+
+    def read_input(self, path: Path, recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
+        """The digit in a PNG and its opaque pixels (:func:`images.read_with_holes`)."""
+        try:
+            return read_with_holes(path, size=8)
+        except ValueError as exc:
+            raise InputError(f"{path}: {exc}") from None
+
+    def complete(self, pipeline, given, known, out_dir: Path, progress: bool = False) -> list[Path]:
+        """Inpaint with the null label (the digit is not given), write ``completions.png``: the input,
+        its holes in grey, then every completion."""
+        null = ClassLabel(torch.full((len(given),), -1, dtype=torch.long), num_classes=10)
+        samples = pipeline.sample(given=given, known=known, condition=null, progress=progress)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tensors = out_dir / "completions.safetensors"
+        save_file({"x": samples.contiguous(), "known": known.contiguous()}, str(tensors))
+        shown = to_uint8(torch.where(known[:1], given[:1], torch.zeros_like(given[:1])))
+        shown[~known[:1]] = 128  # the holes, in grey
+        picture = save_grid(
+            torch.cat([shown, to_uint8(samples)]),
+            out_dir / "completions.png",
+            columns=min(11, len(samples) + 1),
+            scale=4,
+        )
+        return [tensors, picture]

@@ -35,3 +35,30 @@ def save_grid(images: Tensor, path: Path, columns: int, scale: int = 4) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     grid(images, columns, scale).save(path)
     return path
+
+
+def read_with_holes(path: Path, size: int, low: float = -1.0, high: float = 1.0) -> tuple[Tensor, Tensor]:
+    """A grey image ``(1, 1, size, size)`` in ``[low, high]`` and its known mask from a PNG whose
+    transparent pixels (alpha below one half) are the ones to fill in. The picture may be
+    ``size`` or a whole multiple of it on each side (e.g. a grid cell drawn 4× larger): it is
+    reduced by averaging blocks, and a block is known when most of it is opaque. Raises
+    ``ValueError`` saying what is wrong."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            picture = image.convert("LA")
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"not an image Pillow can read ({exc})") from None
+    width, height = picture.size
+    if width != height or width % size:
+        raise ValueError(f"is {width}×{height} pixels; expected {size}×{size} or a whole multiple of it")
+    factor = width // size
+    pixels = torch.frombuffer(bytearray(picture.tobytes()), dtype=torch.uint8).reshape(height, width, 2).float()
+    blocks = torch.nn.functional.avg_pool2d(pixels.permute(2, 0, 1).unsqueeze(0), factor)  # (1, 2, size, size)
+    grey, alpha = blocks[:, :1] / 255.0, blocks[:, 1:] / 255.0
+    known = alpha >= 0.5
+    if bool(known.all()):
+        raise ValueError("has no transparent pixels: make the pixels to fill in transparent (alpha 0)")
+    if not bool(known.any()):
+        raise ValueError("is transparent everywhere: nothing is given to complete")
+    return low + (high - low) * grey, known

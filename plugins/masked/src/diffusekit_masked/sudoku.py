@@ -19,6 +19,7 @@ from diffusekit import (
     ComponentSpec,
     Data,
     Dataset,
+    InputError,
     Method,
     PartSpec,
     Recipe,
@@ -98,6 +99,8 @@ class SudokuMethod(Method):
     givens: int = attrs.field(default=30, validator=[v.ge(17), v.le(80)])
     unique: bool = True
 
+    input_format = "puzzles as text: 81 cells each, digits 1-9 given and 0 or . empty (the layout of sudoku.txt works)"
+
     def recipe(self) -> Recipe:
         return Recipe(
             parts={
@@ -130,6 +133,26 @@ class SudokuMethod(Method):
 
     def generate(self, pipeline: Any, num: int, out_dir: Path, progress: bool = False) -> list[Path]:
         puzzles, _ = test_puzzles(num, self.givens, unique=self.unique)
+        kind = "one-solution " if self.unique else ""
+        return self._report(pipeline, puzzles, out_dir, f"held-out {kind}puzzles ({self.givens} givens)", progress)
+
+    def read_input(self, path: Path, recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
+        """Puzzles from a text file (:func:`sudoku_grids.parse`); the givens are the known cells."""
+        try:
+            puzzles = sudoku_grids.parse(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+            raise InputError(f"{path}: {exc}") from None
+        if not puzzles:
+            raise InputError(f"{path}: no puzzle in it (81 cells each: 1-9 given, 0 or . empty)")
+        tokens = torch.tensor([[MASK if c < 0 else c for c in p] for p in puzzles], dtype=torch.long)
+        return tokens, tokens != MASK
+
+    def complete(self, pipeline: Any, given: Any, known: Any, out_dir: Path, progress: bool = False) -> list[Path]:
+        return self._report(pipeline, given, out_dir, "puzzles", progress)
+
+    def _report(self, pipeline: Any, puzzles: torch.Tensor, out_dir: Path, what: str, progress: bool) -> list[Path]:
+        """Solve ``puzzles``, print a few and the share solved, write all to ``sudoku.txt``."""
+        num = len(puzzles)
         boards = solve(pipeline, puzzles, progress=progress)
         share = solved_fraction(boards, puzzles)
         blocks = []
@@ -139,8 +162,7 @@ class SudokuMethod(Method):
             rows = "\n".join(f"{a}    {c}" for a, c in zip(left, right, strict=True))
             blocks.append(f"puzzle {i}: {'solved' if ok else 'NOT solved'}\n{rows}")
         path = out_dir / "sudoku.txt"
-        kind = "one-solution " if self.unique else ""
-        summary = f"{share:.1%} of {num} held-out {kind}puzzles ({self.givens} givens) solved"
+        summary = f"{share:.1%} of {num} {what} solved"
         path.write_text(summary + "\n\n" + "\n\n".join(blocks) + "\n", encoding="utf-8")
         print("\n\n".join(blocks[:3]) + f"\n\n{summary}")
         return [path]

@@ -119,6 +119,60 @@ def unique_puzzle(grid: Sequence[int], givens: int, rng: random.Random) -> list[
     return board
 
 
+EMPTY = "0._*"
+IGNORED = "|+-"
+
+
+def parse(text: str) -> list[list[int]]:
+    """Puzzles from text (-1 = empty cell): 81 cells each, digits 1-9 given and ``0 . _ *`` empty,
+    spaces and the ``| + -`` of :func:`show` ignored, ``#`` starting a comment. A puzzle ends after
+    its 81st cell; blank lines may separate puzzles. Raises ``ValueError`` naming the line of the
+    first problem: a stray character, a puzzle cut short, clashing givens."""
+    puzzles: list[list[int]] = []
+    cells: list[int] = []
+    first_line = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        body = line.split("#", 1)[0]
+        if not body.strip():
+            if cells:
+                raise ValueError(f"puzzle {len(puzzles) + 1} (from line {first_line}) has {len(cells)} cells, not 81")
+            continue
+        if not cells:
+            first_line = number
+        for column, char in enumerate(body, start=1):
+            if char.isspace() or char in IGNORED:
+                continue
+            if char in EMPTY:
+                cells.append(-1)
+            elif char in "123456789":
+                cells.append(int(char) - 1)
+            else:
+                raise ValueError(f"line {number}, column {column}: {char!r} is not a cell (1-9, or 0 . _ for empty)")
+            if len(cells) == 81:
+                puzzles.append(cells)
+                cells = []
+                first_line = number
+    if cells:
+        raise ValueError(f"puzzle {len(puzzles) + 1} (from line {first_line}) has {len(cells)} cells, not 81")
+    for index, board in enumerate(puzzles, start=1):
+        clash = _clash(board)
+        if clash:
+            raise ValueError(f"puzzle {index}: {clash}")
+    return puzzles
+
+
+def _clash(board: Sequence[int]) -> str | None:
+    """The first pair of equal givens in one row, column or box, in words."""
+    for index, unit_name in ((ROW, "row"), (COL, "column"), (BOX, "box")):
+        seen: dict[tuple[int, int], int] = {}
+        for i, v in enumerate(board):
+            if v >= 0:
+                if (index[i], v) in seen:
+                    return f"two {v + 1}s in {unit_name} {index[i] + 1}"
+                seen[index[i], v] = i
+    return None
+
+
 def show(board: Sequence[int]) -> str:
     """A 9×9 text picture (``.`` for an empty or masked cell)."""
     lines = []
