@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
+
+from diffusekit.testing.cli import assert_one_line_error, diffusekit_script  # noqa: F401 (re-exported)
+from diffusekit.testing.cli import run_cli as _run_cli
 
 # --- module sources ----------------------------------------------------------------------------
 
@@ -274,36 +275,11 @@ TINY_RUN_ARGS = (
 """Options that make ``diffusekit run gaussian:digits`` train a tiny U-Net for 2 steps (seconds, not hours)."""
 
 
-def diffusekit_script() -> str:
-    """The ``diffusekit`` console script of the running interpreter's environment."""
-    found = shutil.which("diffusekit", path=os.path.dirname(sys.executable))
-    if found is None:  # pragma: no cover - the package is installed with its script
-        raise RuntimeError(f"no diffusekit script next to {sys.executable}")
-    return found
-
-
 def run_cli(
     *args: str | os.PathLike[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``diffusekit ARGS`` in a subprocess (text output captured; never raises on a non-zero exit)."""
-    return subprocess.run(
-        [diffusekit_script(), *map(str, args)],
-        cwd=cwd,
-        env=env if env is not None else env_with(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """Assert ``result`` failed with exactly one line ``Error: ...`` on stderr and no traceback; return the message."""
-    assert result.returncode != 0, f"expected a failure, got exit 0:\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{result.stderr}"
-    assert lines[0].startswith("Error: "), lines[0]
-    return lines[0][len("Error: ") :]
+    """:func:`diffusekit.testing.cli.run_cli`, in an environment without this run's plugin selection."""
+    return _run_cli(*args, cwd=cwd, env=env if env is not None else env_with(), timeout=timeout)
 
 
 def assert_png(path: Path) -> None:

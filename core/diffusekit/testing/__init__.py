@@ -4,7 +4,9 @@
   schedules, conditions, recipes);
 * :mod:`diffusekit.testing.contracts` — the contracts every component of a kind must
   satisfy, runnable from pytest (``diffusekit_contract``) and ``diffusekit check``;
-* :mod:`diffusekit.testing.oracle` — Gaussian mixtures with their exact denoiser.
+* :mod:`diffusekit.testing.oracle` — Gaussian mixtures with their exact denoiser;
+* :mod:`diffusekit.testing.cli` — the ``diffusekit`` command run for real in a subprocess,
+  and the check that an error is one line.
 """
 
 from diffusekit.testing.contracts import Contract, contracts_for, plugin_contracts

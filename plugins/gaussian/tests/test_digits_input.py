@@ -1,31 +1,16 @@
 """``diffusekit run gaussian:digits --input IMAGE.png``: a digit with transparent holes, completed by
 the shipped model; the opaque pixels come back exactly, malformed images are one-line errors."""
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from diffusekit.testing.cli import assert_one_line_error, run_cli
 from diffusekit_gaussian.images import read_with_holes
 from PIL import Image
 from safetensors.torch import load_file
 from sklearn.datasets import load_digits
-
-
-def _run(*args, cwd: Path) -> subprocess.CompletedProcess[str]:
-    script = shutil.which("diffusekit", path=os.path.dirname(sys.executable))
-    return subprocess.run([script, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
-
-
-def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0]
 
 
 def _digit_with_holes(path: Path, index: int, scale: int, rows: slice) -> np.ndarray:
@@ -49,7 +34,7 @@ def test_images_are_read_at_8x8_with_their_holes(tmp_path, scale):
 
 def test_cli_completes_a_digit_keeping_its_known_pixels(tmp_path):
     _digit_with_holes(tmp_path / "three.png", 3, 4, slice(4, None))
-    result = _run(
+    result = run_cli(
         "run", "gaussian:digits", "--input", "three.png", "--num", "4", "--out", "out", "--no-progress", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
@@ -67,6 +52,6 @@ def test_cli_refuses_images_it_cannot_complete(tmp_path):
     (tmp_path / "text.png").write_text("not an image", encoding="utf-8")
     cases = {"opaque.png": "no transparent pixels", "odd.png": "10×10 pixels", "text.png": "not an image"}
     for name, words in cases.items():
-        message = _one_line_error(_run("run", "gaussian:digits", "--input", name, cwd=tmp_path))
+        message = assert_one_line_error(run_cli("run", "gaussian:digits", "--input", name, cwd=tmp_path))
         assert name in message and words in message, message
     assert not (tmp_path / "outputs").exists()

@@ -1,29 +1,13 @@
 """``diffusekit run masked:sudoku --input FILE``: the user's puzzles, solved by the shipped model;
 malformed puzzle files are one-line errors naming the line."""
 
-import os
 import random
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from diffusekit.testing.cli import assert_one_line_error, run_cli
 from diffusekit_masked import sudoku_grids
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-
-def _run(*args, cwd: Path) -> subprocess.CompletedProcess[str]:
-    script = shutil.which("diffusekit", path=os.path.dirname(sys.executable))
-    return subprocess.run([script, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
-
-
-def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0]
 
 
 @settings(max_examples=30, deadline=None)
@@ -57,7 +41,7 @@ def test_cli_solves_the_users_puzzles_with_the_shipped_model(tmp_path):
     grids = [sudoku_grids.random_grid(rng) for _ in range(3)]
     puzzles = [sudoku_grids.unique_puzzle(g, 30, rng) for g in grids]
     (tmp_path / "puzzles.txt").write_text("\n\n".join(sudoku_grids.show(p) for p in puzzles), encoding="utf-8")
-    result = _run("run", "masked:sudoku", "--input", "puzzles.txt", "--out", "out", "--no-progress", cwd=tmp_path)
+    result = run_cli("run", "masked:sudoku", "--input", "puzzles.txt", "--out", "out", "--no-progress", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "of 3 puzzles solved" in result.stdout
     report = (tmp_path / "out" / "sudoku.txt").read_text(encoding="utf-8")
@@ -68,16 +52,16 @@ def test_cli_solves_the_users_puzzles_with_the_shipped_model(tmp_path):
 
 def test_cli_refuses_a_malformed_puzzle_file_before_loading_anything(tmp_path):
     (tmp_path / "bad.txt").write_text("1 2 3\n4 5 6\n\n", encoding="utf-8")
-    message = _one_line_error(_run("run", "masked:sudoku", "--input", "bad.txt", cwd=tmp_path))
+    message = assert_one_line_error(run_cli("run", "masked:sudoku", "--input", "bad.txt", cwd=tmp_path))
     assert "bad.txt" in message and "has 6 cells, not 81" in message
     (tmp_path / "none.txt").write_text("# nothing here\n", encoding="utf-8")
-    assert "no puzzle" in _one_line_error(_run("run", "masked:sudoku", "--input", "none.txt", cwd=tmp_path))
+    assert "no puzzle" in assert_one_line_error(run_cli("run", "masked:sudoku", "--input", "none.txt", cwd=tmp_path))
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00")
-    assert "binary.txt" in _one_line_error(_run("run", "masked:sudoku", "--input", "binary.txt", cwd=tmp_path))
+    assert "binary.txt" in assert_one_line_error(run_cli("run", "masked:sudoku", "--input", "binary.txt", cwd=tmp_path))
     assert not (tmp_path / "outputs").exists()
 
 
 def test_a_method_without_input_says_so(tmp_path):
     (tmp_path / "a.txt").write_text("x", encoding="utf-8")
-    message = _one_line_error(_run("run", "masked:text", "--input", "a.txt", cwd=tmp_path))
+    message = assert_one_line_error(run_cli("run", "masked:text", "--input", "a.txt", cwd=tmp_path))
     assert "masked:text takes no input" in message
