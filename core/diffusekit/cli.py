@@ -280,7 +280,27 @@ def _read_input(pipeline: Any, path: Path | None, num: int | None) -> Any:
     return parts, masks
 
 
+def _join_job() -> None:
+    """Under ``torchrun``, join the job (:mod:`diffusekit.distributed`); every process but the
+    first computes its share silently: one process talks and writes files."""
+    from diffusekit import distributed
+
+    if not distributed.init_from_environment().main:
+        sys.stdout = sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process's life
+
+
 def _sample_and_write(pipeline: Any, num: int | None, out: Path, progress: bool, given: Any = None) -> None:
+    import tempfile
+
+    from diffusekit import distributed
+
+    if not distributed.world().main:  # its share of the samples is gathered by the first process, which writes
+        with tempfile.TemporaryDirectory() as scratch:
+            return _write_outputs(pipeline, num, Path(scratch), False, given)
+    return _write_outputs(pipeline, num, out, progress, given)
+
+
+def _write_outputs(pipeline: Any, num: int | None, out: Path, progress: bool, given: Any = None) -> None:
     if given is not None:
         num = next(iter(given[0].values())).shape[0] if isinstance(given[0], dict) else given[0].shape[0]
     num = pipeline.recipe.sample.num if num is None else num
@@ -384,6 +404,7 @@ def run(
     from diffusekit.pipeline import build
     from diffusekit.training import train as train_loop
 
+    _join_job()
     recipe = _recipe(target, sets, seed)
     pipeline = build(recipe)
     given = _read_input(pipeline, input_path, num)  # a malformed input fails before any training
@@ -442,6 +463,7 @@ def train(
 
     if resume and overwrite:
         raise click.ClickException("--resume and --overwrite exclude each other: continue the checkpoint or replace it")
+    _join_job()
     recipe = _recipe(target, sets, seed)
     if out.suffix != ".safetensors":
         raise click.ClickException(f"--out: checkpoints are .safetensors files, got {str(out)!r}")
@@ -474,6 +496,7 @@ def sample(
     """Sample from a checkpoint; it carries its recipe, so nothing else is needed."""
     from diffusekit.pipeline import load
 
+    _join_job()
     overrides = _parse_sets(sets)
     if seed is not None:
         overrides["seed"] = seed

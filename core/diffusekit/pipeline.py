@@ -16,6 +16,7 @@ import attrs
 import torch
 from torch import Tensor
 
+from diffusekit import distributed
 from diffusekit.checkpoint import load_checkpoint
 from diffusekit.condition import Condition
 from diffusekit.denoiser import Denoiser, DenoiserLike
@@ -26,6 +27,7 @@ from diffusekit.method import Method
 from diffusekit.plugins import get_registry
 from diffusekit.recipe import Recipe, instantiate, load_recipe, recipe_from_dict, validate
 from diffusekit.registry import Registry
+from diffusekit.rng import RowGenerators
 from diffusekit.sampler import Callback, Sampler, TimeGrid, TimePlan
 from diffusekit.state import DEFAULT_PART, State, align_time, as_parts
 
@@ -68,7 +70,13 @@ class Pipeline:
         """Draw ``num`` samples (default ``recipe.sample.num``), in batches of ``recipe.sample.batch_size``.
 
         Without a ``condition`` the method's default conditions are used. Without a
-        ``generator`` one is seeded from ``seed`` (default: the recipe's seed).
+        ``generator`` every sample draws from its own stream, seeded by ``(seed, its index)``
+        (``seed`` defaults to the recipe's; :mod:`diffusekit.rng`). Under ``torchrun`` the
+        batches are then dealt to the processes (whole batches: each is computed as one
+        process computes it, so the gathered samples are that run's, bit for bit; lower
+        ``sample.batch_size`` to spread few samples) and gathered on each
+        (:mod:`diffusekit.distributed`); with a ``generator`` every process draws them all
+        from that one stream.
 
         With ``given`` (a state for some or all parts, one row per sample) and ``known``
         (boolean masks aligned with the leading dimensions of the given parts; ``None``: the
@@ -100,12 +108,16 @@ class Pipeline:
             condition = self.method.condition(num, device=device)
         if condition is not None and condition.batch_size != num:
             raise ConfigError("condition", f"has {condition.batch_size} samples, expected {num}")
-        if generator is None:
-            generator = torch.Generator(device=device or "cpu").manual_seed(self.recipe.seed if seed is None else seed)
+        seed = self.recipe.seed if seed is None else seed
         size = self.recipe.sample.batch_size
+        batches = range(0, num, size)
+        if generator is None:  # under torchrun each process takes whole batches: the same computations, bit for bit
+            mine = distributed.share(len(batches))
+            batches = batches[mine.start : mine.stop]
         chunks: list[dict[str, Tensor]] = []
-        for start in range(0, num, size):
+        for start in batches:
             n = min(size, num - start)
+            batch_generator = generator or RowGenerators.for_samples(seed, range(start, start + n), device or "cpu")
             shapes = {name: (n, *part.shape) for name, part in self.recipe.parts.items()}
             denoiser, x, plan = self.denoiser, shapes, self.grid
             rows = slice(start, start + n)
@@ -116,7 +128,7 @@ class Pipeline:
                 mask_rows = {
                     name: None if m is None else m[rows].to(given_rows[name].device) for name, m in masks.items()
                 }
-                denoiser, x, plan = self._completion(given_rows, mask_rows, generator, device)
+                denoiser, x, plan = self._completion(given_rows, mask_rows, batch_generator, device)
             watch = _FirstNonFinite(callback)
             out = self.sampler.sample(
                 denoiser,
@@ -124,7 +136,7 @@ class Pipeline:
                 plan,
                 condition=None if condition is None else condition.take(rows),
                 guidance=None if isinstance(denoiser, KeepKnown) else self.guidance,
-                generator=generator,
+                generator=batch_generator,
                 callback=watch,
                 progress=progress,
                 device=device,
@@ -133,7 +145,10 @@ class Pipeline:
                 out = {**out, **{p: torch.where(m, denoiser.given[p], out[p]) for p, m in denoiser.known.items()}}  # type: ignore[index]
             watch.check(out, start)  # type: ignore[arg-type]
             chunks.append(out)  # type: ignore[arg-type]
-        parts = {name: torch.cat([c[name] for c in chunks]) for name in self.recipe.parts}
+        parts = {name: torch.cat([c[name] for c in chunks]) for name in self.recipe.parts} if chunks else None
+        if generator is None:
+            parts = distributed.gather_rows(parts)
+        assert parts is not None
         return parts[DEFAULT_PART] if list(parts) == [DEFAULT_PART] else parts
 
     def _completion(

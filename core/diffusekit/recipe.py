@@ -89,6 +89,12 @@ class TrainConfig:
     log_every: int = 50
     # earlier checkpoints kept beside the latest, as FILE.step<N>.safetensors (0: only the latest)
     keep_checkpoints: int = 0
+    # the most samples one process puts through the network at once; a larger share of the batch
+    # accumulates gradients over several micro-batches (0: the whole share at once)
+    micro_batch_size: int = 0
+    # the network's forward pass under autocast: "bf16" (CPU or GPU), "fp16" (GPU, with a gradient scaler)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False  # torch.compile the network for training
 
 
 @attrs.frozen
@@ -389,6 +395,8 @@ def validate(recipe: Recipe, registry: Registry) -> None:
             raise ConfigError(f"train.{key}", "must be at least 1")
     if recipe.train.warmup_steps < 0:
         raise ConfigError("train.warmup_steps", "must not be negative")
+    if recipe.train.micro_batch_size < 0:
+        raise ConfigError("train.micro_batch_size", "must not be negative (0: a process's whole share at once)")
     if not recipe.train.grad_clip > 0:
         raise ConfigError("train.grad_clip", "must be positive (inf disables clipping)")
     if not 0.0 <= recipe.train.ema_decay <= 1.0:

@@ -25,7 +25,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from diffusekit import numeric
+from diffusekit import numeric, rng
 from diffusekit.numeric import Scalar
 from diffusekit.state import align_time
 
@@ -153,7 +153,7 @@ class GaussianSchedule(Schedule):
 
     def corrupt(self, x0: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Corrupted:
         c = self.coefficients(torch.as_tensor(t, dtype=torch.float64, device=x0.device)).align(x0)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        noise = rng.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         return Corrupted(c.alpha * x0 + c.sigma * noise, noise)
 
     def prior(
@@ -166,7 +166,7 @@ class GaussianSchedule(Schedule):
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         r""":math:`\sigma_t\,\varepsilon`: the marginal at ``t`` when :math:`\alpha_t x_0` is negligible."""
-        noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        noise = rng.randn(shape, generator=generator, device=device, dtype=dtype)
         t = torch.as_tensor(t, dtype=torch.float64, device=noise.device)
         sigma = self.coefficients(t).sigma
         return align_time(sigma, noise).to(dtype) * noise

@@ -23,6 +23,7 @@ left behind (temporary files, metric rows past the checkpoint's step).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -37,6 +38,7 @@ import torch
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from diffusekit import distributed
 from diffusekit.checkpoint import (
     PICKLE_SUFFIXES,
     atomic_write,
@@ -45,10 +47,12 @@ from diffusekit.checkpoint import (
     save_checkpoint,
 )
 from diffusekit.data import Data
+from diffusekit.denoiser import Denoiser
 from diffusekit.errors import CheckpointError, ConfigError, TrainingDiverged
 from diffusekit.pipeline import Pipeline
 from diffusekit.plugins import get_registry
 from diffusekit.recipe import Recipe, TrainConfig, instantiate
+from diffusekit.schedule import Corrupted
 
 T_MIN = 1e-4
 """Smallest training time: some targets (velocity under VP) are singular at t = 0."""
@@ -145,26 +149,64 @@ def _keep_copy(out: Path, step: int) -> None:
         atomic_write(kept, out.read_bytes())
 
 
-def loss_terms(pipeline: Pipeline, batch: Data, generator: torch.Generator) -> dict[str, Tensor]:
-    """The per-part mean losses of one batch (before the per-part weights)."""
-    recipe, denoiser = pipeline.recipe, pipeline.denoiser
-    cfg = recipe.train
+@attrs.frozen
+class Drawn:
+    """The random draws of one training batch: condition dropout, times and corruptions."""
+
+    condition: Any
+    times: dict[str, Tensor]
+    corrupted: dict[str, Corrupted]
+
+    def to(self, device: torch.device) -> Drawn:
+        if device.type == "cpu":
+            return self
+        return Drawn(
+            None if self.condition is None else self.condition.to(device),
+            {name: t.to(device) for name, t in self.times.items()},
+            {
+                name: Corrupted(c.x_t.to(device), None if c.noise is None else c.noise.to(device))
+                for name, c in self.corrupted.items()
+            },
+        )
+
+    def take(self, rows: slice) -> Drawn:
+        return Drawn(
+            None if self.condition is None else self.condition.take(rows),
+            {name: t[rows] for name, t in self.times.items()},
+            {
+                name: Corrupted(c.x_t[rows], None if c.noise is None else c.noise[rows])
+                for name, c in self.corrupted.items()
+            },
+        )
+
+
+def draw_batch(pipeline: Pipeline, batch: Data, generator: torch.Generator) -> Drawn:
+    """Condition dropout, times and corruptions for the whole ``batch``, in one fixed order from
+    ``generator``: every process of a distributed run draws the same and takes its rows."""
+    recipe, cfg = pipeline.recipe, pipeline.recipe.train
     condition = batch.condition
     if condition is not None and cfg.condition_dropout > 0:
         condition = condition.dropout(cfg.condition_dropout, generator)
     times, corrupted = {}, {}
     for name, x0 in batch.parts.items():
-        spec = recipe.parts[name]
-        times[name] = sample_times(cfg, tuple(x0.shape[: spec.time_dims]), generator)
-        corrupted[name] = denoiser.schedules[name].corrupt(x0, times[name], generator)
-    prepared = denoiser.prepare({n: c.x_t for n, c in corrupted.items()}, times)
-    raw = denoiser.run_network(prepared, condition)
+        times[name] = sample_times(cfg, tuple(x0.shape[: recipe.parts[name].time_dims]), generator)
+        corrupted[name] = pipeline.denoiser.schedules[name].corrupt(x0, times[name], generator)
+    return Drawn(condition, times, corrupted)
+
+
+def batch_losses(denoiser: Denoiser, batch: Data, drawn: Drawn) -> dict[str, Tensor]:
+    """The per-part mean losses of ``batch`` under its draws (before the per-part weights)."""
+    prepared = denoiser.prepare({n: c.x_t for n, c in drawn.corrupted.items()}, drawn.times)
+    raw = denoiser.run_network(prepared, drawn.condition)
     return {
-        name: denoiser.parameterizations[name]
-        .loss(raw[name], prepared[name], batch.parts[name], corrupted[name])
-        .mean()
-        for name in batch.parts
+        name: denoiser.parameterizations[name].loss(raw[name], prepared[name], x0, drawn.corrupted[name]).mean()
+        for name, x0 in batch.parts.items()
     }
+
+
+def loss_terms(pipeline: Pipeline, batch: Data, generator: torch.Generator) -> dict[str, Tensor]:
+    """The per-part mean losses of one batch (before the per-part weights)."""
+    return batch_losses(pipeline.denoiser, batch, draw_batch(pipeline, batch, generator))
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], str]:
@@ -185,8 +227,9 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor]
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(groups)})
 
 
-BOOKKEEPING = ("steps", "checkpoint_every", "log_every", "keep_checkpoints")
-"""Training settings that change how long a run goes and what it writes, not what it computes."""
+BOOKKEEPING = ("steps", "checkpoint_every", "log_every", "keep_checkpoints", "micro_batch_size", "compile")
+"""Training settings that change how long a run goes, what it writes or how it is spread over
+processes and micro-batches, not what it computes (beyond the order of floating-point sums)."""
 
 
 def training_difference(trained: Recipe, recipe: Recipe) -> str | None:
@@ -207,6 +250,70 @@ def _check_steps(total: Any, path: str) -> int:
     if total < 1:
         raise ConfigError(path, f"must be at least 1, got {total}")
     return total
+
+
+def _engine(network: torch.nn.Module, cfg: TrainConfig, world: distributed.World) -> torch.nn.Module:
+    """What the training step calls: the network, wrapped for several processes (DDP) and compiled
+    with ``train.compile``; its parameters are the network's own."""
+    engine = network
+    if world.size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        engine = DistributedDataParallel(
+            network, device_ids=[world.local_rank] if world.device.type == "cuda" else None
+        )
+    if cfg.compile:
+        engine = torch.compile(engine)
+    return engine
+
+
+def _autocast(precision: str, device: torch.device) -> Any:
+    """The forward pass's autocast context for ``train.precision`` (none for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _accumulate(
+    trainer: Denoiser,
+    engine: torch.nn.Module,
+    batch: Data,
+    drawn: Drawn,
+    pieces: list[range],
+    weights: dict[str, float],
+    batch_size: int,
+    world: distributed.World,
+    autocast: Any,
+    scaler: Any,
+) -> dict[str, Tensor]:
+    """Back-propagate this process's micro-batches of the step and return the global per-part losses.
+
+    Each micro-batch's loss is weighted by its share of the global batch (times the number of
+    processes, whose gradients are averaged), so the summed gradient is that of the mean loss
+    over the whole batch: what one process computes in one go.
+    """
+    totals: dict[str, Tensor] = {}
+    for k, rows in enumerate(pieces):
+        share = len(rows) / batch_size
+        index = torch.arange(rows.start, rows.stop)
+        piece = batch.take(index).to(world.device)
+        piece_drawn = drawn.take(slice(rows.start, rows.stop)).to(world.device)
+        last = k == len(pieces) - 1
+        with contextlib.nullcontext() if last or not hasattr(engine, "no_sync") else engine.no_sync():
+            with autocast():
+                terms = batch_losses(trainer, piece, piece_drawn)
+            loss = sum(weights[name] * value for name, value in terms.items())
+            scale = share * world.size
+            if scale != 1.0:
+                loss = loss * scale
+            (loss if scaler is None else scaler.scale(loss)).backward()
+        for name, value in terms.items():
+            part = value.detach().float()
+            totals[name] = totals.get(name, 0.0) + (part if share == 1.0 else part * share)
+    names = list(totals)
+    summed = distributed.all_sum(torch.stack([totals[n] for n in names]))
+    return {name: summed[i] for i, name in enumerate(names)}
 
 
 def train(
@@ -258,7 +365,15 @@ def train(
                 )
     elif resume:
         raise CheckpointError("nothing to resume: no checkpoint path given")
-    network = pipeline.network
+    if not isinstance(pipeline.denoiser, Denoiser):
+        raise ConfigError("", "training needs the pipeline's own Denoiser (build the recipe, then train)")
+    world = distributed.world()
+    if world.size > cfg.batch_size:
+        raise ConfigError("train.batch_size", f"{cfg.batch_size} is fewer than the {world.size} processes sharing it")
+    device = world.device
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision", "fp16 needs a GPU (it trains with a gradient scaler); use bf16 on a CPU")
+    network = pipeline.network.to(device)
     data = load_data(pipeline) if data is None else data
     check_data(recipe, data)
     if metrics is None and out is not None:
@@ -290,15 +405,24 @@ def train(
         ema.n_averaged.copy_(ckpt.tensors["ema_state.n_averaged"])
         _load_optimizer(optimizer, ckpt.group("optim"), ckpt.metadata["diffusekit.optimizer"])
         last_saved = start
-    if out is not None:
+    if out is not None and world.main:
         out.parent.mkdir(parents=True, exist_ok=True)
         # what a killed run left: partial writes, and metric rows of steps its checkpoint never reached
         remove_temporary_files(out)
         if metrics is not None:
             remove_temporary_files(metrics)
             truncate_metrics(metrics, start)
-    if metrics is not None:
+    if metrics is not None and world.main:
         metrics.parent.mkdir(parents=True, exist_ok=True)
+    engine = _engine(network, cfg, world)
+    trainer = pipeline.denoiser if engine is network else attrs.evolve(pipeline.denoiser, network=engine)
+    autocast = _autocast(cfg.precision, device)
+    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+    # this process's rows of every batch, in micro-batches of at most train.micro_batch_size
+    mine = distributed.share(cfg.batch_size, world)
+    micro = cfg.micro_batch_size or len(mine)
+    pieces = [range(a, min(a + micro, mine.stop)) for a in range(mine.start, mine.stop, micro)]
+    weights = {name: part.loss_weight for name, part in recipe.parts.items()}
 
     def diverged(step: int, what: str) -> TrainingDiverged:
         if out is None:
@@ -322,6 +446,9 @@ def train(
         if bad:
             more = f" and {len(bad) - 1} more tensors are" if len(bad) > 1 else " is"
             raise diverged(step, f"{bad[0]}{more} not finite")
+        if not world.main:  # the processes hold the same weights: one writes them
+            last_saved = step
+            return
         if cfg.keep_checkpoints:
             if last_saved is None:
                 # a fresh run (--overwrite) replaces the earlier run's kept checkpoints along with its latest one
@@ -336,9 +463,9 @@ def train(
             for old in sorted(kept)[: max(0, len(kept) - cfg.keep_checkpoints)]:
                 kept[old].unlink(missing_ok=True)
 
-    log = open(metrics, "a", encoding="utf-8") if metrics is not None else None
+    log = open(metrics, "a", encoding="utf-8") if metrics is not None and world.main else None
     bar = None
-    if progress:
+    if progress and world.main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
@@ -352,16 +479,26 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             index = torch.randint(len(data), (cfg.batch_size,), generator=generator)
+            dropout_seed = int(torch.randint(2**62, (), generator=generator))
+            batch = data.take(index)
+            drawn = draw_batch(pipeline, batch, generator)  # the whole batch's draws, on every process
+            optimizer.zero_grad(set_to_none=True)
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(torch.randint(2**62, (), generator=generator)))  # network dropout
-                terms = loss_terms(pipeline, data.take(index), generator)
-                loss = sum(recipe.parts[name].loss_weight * value for name, value in terms.items())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                # network dropout: per process (process 0 draws what a single process would for its rows)
+                torch.manual_seed(dropout_seed + world.rank)
+                terms = _accumulate(
+                    trainer, engine, batch, drawn, pieces, weights, cfg.batch_size, world, autocast, scaler
+                )
+            loss = sum(recipe.parts[name].loss_weight * value for name, value in terms.items())
+            if scaler is not None:
+                scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip)
             done = step + 1
             # checked before the optimizer step, so the weights stay those of the last finite step
             loss_value, grad_value = loss.item(), float(grad_norm)
+            if scaler is not None and math.isfinite(loss_value) and not math.isfinite(grad_value):
+                scaler.update()  # an fp16 overflow: the scaler lowers its scale and the step is skipped
+                continue
             if not (math.isfinite(loss_value) and math.isfinite(grad_value)):
                 bad = (
                     f"the loss is {loss_value}"
@@ -369,7 +506,11 @@ def train(
                     else f"the gradient norm is {grad_value}"
                 )
                 raise diverged(done, bad)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             ema.update_parameters(network)
             if bar is not None:
                 bar.update(1)

@@ -16,14 +16,14 @@ from typing import ClassVar
 import attrs
 import torch
 from attrs import validators as v
-from diffusekit import GaussianCoefficients, Prediction, Sampler, Step, numeric
+from diffusekit import GaussianCoefficients, Prediction, Sampler, Step, numeric, rng
 from diffusekit.numeric import Scalar
 from diffusekit.sampler import StepTimes, coefficients_at, hold_fixed
 from torch import Tensor
 
 
 def noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return rng.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 def half_log_snr(c: GaussianCoefficients) -> Scalar:

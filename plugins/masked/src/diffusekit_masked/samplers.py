@@ -24,14 +24,14 @@ from typing import Any, ClassVar, Literal
 import attrs
 import torch
 from attrs import validators as v
-from diffusekit import Sampler, ShapeError, Step, TimePlan, get_registry
+from diffusekit import Sampler, ShapeError, Step, TimePlan, get_registry, rng
 from diffusekit.sampler import StepTimes
 from torch import Tensor
 
 
 def draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
     """One sample per row of ``probs`` (..., K) by inverting the CDF with the given generator."""
-    u = torch.rand(probs.shape[:-1], generator=generator, device=probs.device, dtype=probs.dtype)
+    u = rng.rand(probs.shape[:-1], generator=generator, device=probs.device, dtype=probs.dtype)
     cdf = probs.cumsum(-1)
     index = (cdf < (u * cdf[..., -1]).unsqueeze(-1)).sum(-1)
     return index.clamp_max(probs.shape[-1] - 1)
@@ -177,7 +177,7 @@ class FirstHitting(Sampler):
         pred = None
         while True:
             n = ((flat == m) & open_).sum(1)
-            u = torch.rand(batch, generator=generator, dtype=torch.float64, device=tokens.device)
+            u = rng.rand((batch,), generator=generator, dtype=torch.float64, device=tokens.device)
             alpha_t = schedule.keep_probability(t)
             alpha_s = 1.0 - (1.0 - alpha_t) * u ** (1.0 / n.clamp_min(1).to(torch.float64))
             s = schedule.time_from_keep(alpha_s)
@@ -189,9 +189,7 @@ class FirstHitting(Sampler):
             probs = pred[part].probs.reshape(batch, flat.shape[1], -1)
             # one masked position per active sample, uniformly among its masked tokens
             weights = ((flat == m) & open_).to(torch.float64)
-            position = torch.multinomial(
-                weights.clamp_min(0) + (~active)[:, None].to(torch.float64), 1, generator=generator
-            ).squeeze(1)
+            position = draw(weights.clamp_min(0) + (~active)[:, None].to(torch.float64), generator)
             # a jump unmasks: never to the mask itself (SUBS gives it no mass anyway), so every
             # jump unmasks one token and the loop ends
             value = draw(
@@ -254,7 +252,7 @@ class OrderedDecoding(Sampler):
                 top2 = probs.topk(2, dim=-1).values
                 score = top2[..., 0] - top2[..., 1]
             elif self.order_by == "random":
-                score = torch.rand(xp.shape, generator=generator, device=xp.device)
+                score = rng.rand(xp.shape, generator=generator, device=xp.device)
             else:
                 score = chosen_p
             eligible = _eligible(xp, m, times.fixed[p])

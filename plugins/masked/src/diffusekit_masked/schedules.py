@@ -27,7 +27,7 @@ from typing import ClassVar, Literal
 import attrs
 import torch
 from attrs import validators as v
-from diffusekit import CategoricalSchedule, Corrupted, align_time
+from diffusekit import CategoricalSchedule, Corrupted, align_time, rng
 from torch import Tensor
 
 KeepShape = Literal["log_linear", "linear", "cosine", "polynomial"]
@@ -69,7 +69,7 @@ def time_from_keep(shape: str, alpha: Tensor, power: float, rate: float) -> Tens
 
 
 def _uniform_tokens(shape, low: int, high: int, generator, device) -> Tensor:
-    return torch.randint(low, high, shape, generator=generator, device=device)
+    return rng.randint(low, high, shape, generator=generator, device=device)
 
 
 @attrs.frozen
@@ -95,12 +95,13 @@ class _Discrete(CategoricalSchedule):
 
     def _draw_limit(self, shape, generator, device) -> Tensor:
         probs = self.limit(device)
-        draws = torch.multinomial(probs, int(torch.Size(shape).numel()), replacement=True, generator=generator)
-        return draws.reshape(shape)
+        u = rng.rand(tuple(shape), generator=generator, device=device, dtype=probs.dtype)
+        cdf = probs.cumsum(-1)
+        return (cdf < (u * cdf[-1]).unsqueeze(-1)).sum(-1).clamp_max(len(probs) - 1)  # inverse CDF, row by row
 
     def corrupt(self, x0: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Corrupted:
         alpha = align_time(self.keep_probability(torch.as_tensor(t, dtype=torch.float64, device=x0.device)), x0)
-        keep = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=torch.float64) < alpha
+        keep = rng.rand(x0.shape, generator=generator, device=x0.device, dtype=torch.float64) < alpha
         return Corrupted(torch.where(keep, x0, self._draw_limit(x0.shape, generator, x0.device)))
 
     def prior(self, shape, *, t=1.0, generator=None, device=None, dtype=torch.float32) -> Tensor:
@@ -224,7 +225,7 @@ class MaskAndReplace(_Discrete):
     def corrupt(self, x0: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Corrupted:
         alpha = align_time(self.keep_probability(torch.as_tensor(t, dtype=torch.float64, device=x0.device)), x0)
         alive = self._alive(alpha)
-        u = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=torch.float64)
+        u = rng.rand(x0.shape, generator=generator, device=x0.device, dtype=torch.float64)
         replaced = _uniform_tokens(x0.shape, 0, self.num_classes - 1, generator, x0.device)
         out = torch.where(u < alpha, x0, torch.where(u < alive, replaced, torch.full_like(x0, self.mask_token)))
         return Corrupted(out)
