@@ -171,6 +171,16 @@ def test_a_simulated_two_node_job_trains_and_samples_as_one_process(folder):
     assert torch.equal(load_file(str(folder / "s3" / "samples.safetensors"))["x"], one)
 
 
+def test_fully_sharded_training_computes_the_same_steps_and_resumes_sharded(folder):
+    """FSDP (train.shard) on two processes: the loss trajectory of one process, and a checkpoint
+    of whole tensors that a sharded run resumes (its optimizer state and average re-sharded)."""
+    shard = ["--set", "train.shard=true", "--no-progress"]
+    _finish(_launch(["train", "r.toml", "--out", "fsdp/m.safetensors", "--steps", "3", *shard], cwd=folder))
+    _finish(_launch(["train", "r.toml", "--out", "fsdp/m.safetensors", "--steps", "9", "--resume", *shard], cwd=folder))
+    want = {step: loss for step, loss in _losses(folder / "one" / "m.metrics.jsonl").items() if step <= 9}
+    _assert_same_trajectory(_losses(folder / "fsdp" / "m.metrics.jsonl"), want)
+
+
 @settings(max_examples=50, deadline=None)
 @given(total=st.integers(1, 200), size=st.integers(1, 9))
 def test_shares_cover_the_samples_once_in_rank_order(total, size):
@@ -225,8 +235,8 @@ def test_fp16_needs_a_gpu_and_compile_wraps_the_network():
         with pytest.raises(ConfigError, match="fp16 needs a GPU"):
             train(build({**recipe, "train": {**recipe["train"], "precision": "fp16"}}), progress=False)
     network = build(recipe).network
-    compiled = _engine(network, TrainConfig(compile=True), World())
-    assert compiled is not network and compiled._orig_mod is network  # trained through, saved from `network`
+    trained, compiled = _engine(network, TrainConfig(compile=True), World())
+    assert trained is network and compiled._orig_mod is network  # trained through, saved from `network`
 
 
 @pytest.mark.slow  # about 30 s of compilation; the wiring is covered by the test above

@@ -280,13 +280,33 @@ def _read_input(pipeline: Any, path: Path | None, num: int | None) -> Any:
     return parts, masks
 
 
+class _ErrorsOnly:
+    """A stream that passes on only ``Error: ...`` lines, naming the process (the others' stderr)."""
+
+    def __init__(self, stream: Any, rank: int) -> None:
+        self.stream, self.rank = stream, rank
+
+    def write(self, text: str) -> int:
+        if text.startswith("Error: "):
+            self.stream.write(f"[process {self.rank}] {text}")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
 def _join_job() -> None:
     """Under ``torchrun``, join the job (:mod:`diffusekit.distributed`); every process but the
-    first computes its share silently: one process talks and writes files."""
+    first computes its share quietly (its errors still show): one process talks and writes files."""
     from diffusekit import distributed
 
-    if not distributed.init_from_environment().main:
-        sys.stdout = sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process's life
+    world = distributed.init_from_environment()
+    if not world.main:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process's life
+        sys.stderr = _ErrorsOnly(sys.stderr, world.rank)
 
 
 def _sample_and_write(pipeline: Any, num: int | None, out: Path, progress: bool, given: Any = None) -> None:

@@ -95,6 +95,7 @@ class TrainConfig:
     # the network's forward pass under autocast: "bf16" (CPU or GPU), "fp16" (GPU, with a gradient scaler)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False  # torch.compile the network for training
+    shard: bool = False  # with several processes: FSDP (fully sharded parameters, gradients, optimizer state), not DDP
 
 
 @attrs.frozen

@@ -24,6 +24,7 @@ left behind (temporary files, metric rows past the checkpoint's step).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -36,7 +37,6 @@ from typing import Any
 import attrs
 import torch
 from torch import Tensor
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from diffusekit import distributed
 from diffusekit.checkpoint import (
@@ -53,6 +53,11 @@ from diffusekit.pipeline import Pipeline
 from diffusekit.plugins import get_registry
 from diffusekit.recipe import Recipe, TrainConfig, instantiate
 from diffusekit.schedule import Corrupted
+
+try:
+    from torch.distributed.tensor import DTensor, distribute_tensor
+except ImportError:  # pragma: no cover - a torch build without torch.distributed
+    DTensor = ()  # isinstance(x, ()) is never true
 
 T_MIN = 1e-4
 """Smallest training time: some targets (velocity under VP) are singular at t = 0."""
@@ -210,9 +215,10 @@ def loss_terms(pipeline: Pipeline, batch: Data, generator: torch.Generator) -> d
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], str]:
+    """The optimizer's state as whole tensors by ``optim.<param index>.<name>`` (sharded ones gathered)."""
     state = optimizer.state_dict()
     tensors = {
-        f"optim.{index}.{key}": value if isinstance(value, Tensor) else torch.tensor(value)
+        f"optim.{index}.{key}": _full(value) if isinstance(value, Tensor) else torch.tensor(value)
         for index, entry in state["state"].items()
         for key, value in entry.items()
     }
@@ -220,14 +226,19 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tens
 
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], groups: str) -> None:
+    """The inverse of :func:`_optimizer_tensors`, each tensor laid out like its parameter."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     state: dict[int, dict[str, Tensor]] = {}
-    for key, value in tensors.items():
+    for key in sorted(tensors):  # one order on every process (a file's tensors come in any order): collectives
+        value = tensors[key]
         index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
+        param = params[int(index)]
+        sharded = value.shape == param.shape and value.ndim > 0  # moments; the step count is a scalar
+        state.setdefault(int(index), {})[name] = _like(value, param) if sharded else value
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(groups)})
 
 
-BOOKKEEPING = ("steps", "checkpoint_every", "log_every", "keep_checkpoints", "micro_batch_size", "compile")
+BOOKKEEPING = ("steps", "checkpoint_every", "log_every", "keep_checkpoints", "micro_batch_size", "compile", "shard")
 """Training settings that change how long a run goes, what it writes or how it is spread over
 processes and micro-batches, not what it computes (beyond the order of floating-point sums)."""
 
@@ -252,11 +263,36 @@ def _check_steps(total: Any, path: str) -> int:
     return total
 
 
-def _engine(network: torch.nn.Module, cfg: TrainConfig, world: distributed.World) -> torch.nn.Module:
-    """What the training step calls: the network, wrapped for several processes (DDP) and compiled
-    with ``train.compile``; its parameters are the network's own."""
-    engine = network
-    if world.size > 1:
+def _engine(
+    network: torch.nn.Module, cfg: TrainConfig, world: distributed.World
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """``(trained, engine)``: the module whose parameters the optimizer steps, and what the
+    training step calls.
+
+    One process: both are the network. Several: the engine is the network under DDP (the
+    same parameters), or with ``train.shard`` a copy of it fully sharded with FSDP
+    (``torch.distributed.fsdp.fully_shard`` on every sub-module that holds parameters, then
+    the root), whose parameters are DTensors; the network itself then only receives the final
+    weights. ``train.compile`` compiles the engine.
+    """
+    trained = engine = network
+    if world.size > 1 and cfg.shard:
+        import copy
+
+        from torch.distributed.fsdp import fully_shard
+
+        def units(module: torch.nn.Module):  # the sub-modules that compute (a ModuleList only holds them)
+            for child in module.children():
+                if isinstance(child, (torch.nn.ModuleList, torch.nn.ModuleDict)):
+                    yield from units(child)
+                elif any(True for _ in child.parameters()):
+                    yield child
+
+        trained = copy.deepcopy(network)
+        for unit in list(units(trained)):
+            fully_shard(unit)
+        engine = fully_shard(trained)
+    elif world.size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         engine = DistributedDataParallel(
@@ -264,7 +300,64 @@ def _engine(network: torch.nn.Module, cfg: TrainConfig, world: distributed.World
         )
     if cfg.compile:
         engine = torch.compile(engine)
-    return engine
+    return trained, engine
+
+
+def _full(value: Tensor) -> Tensor:
+    """A sharded (DTensor) tensor gathered whole on every process; a plain tensor as it is."""
+    return value.full_tensor() if isinstance(value, DTensor) else value
+
+
+def _like(full: Tensor, param: Tensor) -> Tensor:
+    """``full`` laid out like ``param``: this process's shard if ``param`` is sharded."""
+    if isinstance(param, DTensor):
+        return distribute_tensor(full.to(param.dtype), param.device_mesh, param.placements)
+    return full
+
+
+class _Ema:
+    """The exponential moving average of a module's parameters and floating-point buffers
+    (Polyak averaging: ``ema = decay * ema + (1 - decay) * weights``, started from the first
+    weights), over plain or sharded tensors; ``count`` is how many updates it has seen."""
+
+    def __init__(self, module: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.names = [name for name, _ in module.named_parameters()] + [name for name, _ in module.named_buffers()]
+        self.tensors = [t.detach().clone() for t in self._live(module)]
+        self.count = torch.zeros((), dtype=torch.long)
+
+    @staticmethod
+    def _live(module: torch.nn.Module) -> list[Tensor]:
+        return [t.detach() for t in itertools.chain(module.parameters(), module.buffers())]
+
+    def update(self, module: torch.nn.Module) -> None:
+        live = self._live(module)
+        if int(self.count) == 0:
+            for mine, now in zip(self.tensors, live, strict=True):
+                mine.copy_(now)
+        else:
+            for sharded in (False, True):  # one fused update per kind: sharded parameters, plain buffers
+                pairs = [
+                    (m, n)
+                    for m, n in zip(self.tensors, live, strict=True)
+                    if m.is_floating_point() and isinstance(m, DTensor) == sharded
+                ]
+                if pairs:
+                    torch._foreach_lerp_([m for m, _ in pairs], [n for _, n in pairs], 1.0 - self.decay)
+            for mine, now in zip(self.tensors, live, strict=True):
+                if not mine.is_floating_point():
+                    mine.copy_(now)
+        self.count += 1
+
+    def state(self, keys: set[str]) -> dict[str, Tensor]:
+        """The average by name, whole, for the state-dict ``keys`` (non-persistent buffers are not saved)."""
+        return {name: _full(t) for name, t in zip(self.names, self.tensors, strict=True) if name in keys}
+
+    def load(self, state: dict[str, Tensor], count: Tensor) -> None:
+        for i, name in enumerate(self.names):
+            if name in state:
+                self.tensors[i] = _like(state[name], self.tensors[i]).clone()
+        self.count = count.clone().to(torch.long)
 
 
 def _autocast(precision: str, device: torch.device) -> Any:
@@ -300,7 +393,7 @@ def _accumulate(
         piece = batch.take(index).to(world.device)
         piece_drawn = drawn.take(slice(rows.start, rows.stop)).to(world.device)
         last = k == len(pieces) - 1
-        with contextlib.nullcontext() if last or not hasattr(engine, "no_sync") else engine.no_sync():
+        with contextlib.nullcontext() if last else _no_sync(engine):
             with autocast():
                 terms = batch_losses(trainer, piece, piece_drawn)
             loss = sum(weights[name] * value for name, value in terms.items())
@@ -314,6 +407,22 @@ def _accumulate(
     names = list(totals)
     summed = distributed.all_sum(torch.stack([totals[n] for n in names]))
     return {name: summed[i] for i, name in enumerate(names)}
+
+
+@contextlib.contextmanager
+def _no_sync(engine: torch.nn.Module):
+    """Gradients accumulate locally (a micro-batch before the last one): no all-reduce yet."""
+    if hasattr(engine, "no_sync"):  # DDP
+        with engine.no_sync():
+            yield
+    elif hasattr(engine, "set_requires_gradient_sync"):  # FSDP
+        engine.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            engine.set_requires_gradient_sync(True)
+    else:
+        yield
 
 
 def train(
@@ -380,9 +489,8 @@ def train(
         metrics = out.with_suffix(".metrics.jsonl")
     metrics = Path(metrics) if metrics is not None else None
 
-    optimizer = torch.optim.Adam(network.parameters(), lr=cfg.lr)
-    ema = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     start = 0
+    ckpt = None
     last_saved: int | None = None  # the step of the checkpoint at ``out`` written or resumed by this run
     if resume:
         assert out is not None
@@ -401,10 +509,13 @@ def train(
         if start > total:
             raise CheckpointError(f"{out} is at step {start}, past the requested {total} steps")
         network.load_state_dict(ckpt.group("model"))
-        ema.module.load_state_dict(ckpt.group("ema"))
-        ema.n_averaged.copy_(ckpt.tensors["ema_state.n_averaged"])
-        _load_optimizer(optimizer, ckpt.group("optim"), ckpt.metadata["diffusekit.optimizer"])
         last_saved = start
+    trained, engine = _engine(network, cfg, world)
+    optimizer = torch.optim.Adam(trained.parameters(), lr=cfg.lr)
+    ema = _Ema(trained, cfg.ema_decay)
+    if ckpt is not None:
+        ema.load(ckpt.group("ema"), ckpt.tensors["ema_state.n_averaged"])
+        _load_optimizer(optimizer, ckpt.group("optim"), ckpt.metadata["diffusekit.optimizer"])
     if out is not None and world.main:
         out.parent.mkdir(parents=True, exist_ok=True)
         # what a killed run left: partial writes, and metric rows of steps its checkpoint never reached
@@ -414,7 +525,6 @@ def train(
             truncate_metrics(metrics, start)
     if metrics is not None and world.main:
         metrics.parent.mkdir(parents=True, exist_ok=True)
-    engine = _engine(network, cfg, world)
     trainer = pipeline.denoiser if engine is network else attrs.evolve(pipeline.denoiser, network=engine)
     autocast = _autocast(cfg.precision, device)
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
@@ -437,10 +547,12 @@ def train(
         nonlocal last_saved
         if out is None:
             return
+        # every process takes part: gathering sharded tensors is a collective
         opt_tensors, groups = _optimizer_tensors(optimizer)
-        tensors = {f"model.{k}": v for k, v in network.state_dict().items()}
-        tensors.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
-        tensors["ema_state.n_averaged"] = ema.n_averaged
+        model = {k: _full(v) for k, v in trained.state_dict().items()}
+        tensors = {f"model.{k}": v for k, v in model.items()}
+        tensors.update({f"ema.{k}": v for k, v in ema.state(set(model)).items()})
+        tensors["ema_state.n_averaged"] = ema.count
         tensors.update(opt_tensors)
         bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
         if bad:
@@ -492,7 +604,7 @@ def train(
             loss = sum(recipe.parts[name].loss_weight * value for name, value in terms.items())
             if scaler is not None:
                 scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip)
+            grad_norm = _full(torch.nn.utils.clip_grad_norm_(trained.parameters(), cfg.grad_clip))
             done = step + 1
             # checked before the optimizer step, so the weights stay those of the last finite step
             loss_value, grad_value = loss.item(), float(grad_norm)
@@ -511,7 +623,7 @@ def train(
                 scaler.update()
             else:
                 optimizer.step()
-            ema.update_parameters(network)
+            ema.update(trained)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}")
@@ -539,5 +651,5 @@ def train(
             log.close()
     save(total)
     # Sample with the EMA weights from here on.
-    network.load_state_dict(ema.module.state_dict())
+    network.load_state_dict(ema.state(set(network.state_dict())))
     return TrainResult(total, loss_value, out)
