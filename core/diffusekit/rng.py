@@ -15,7 +15,9 @@ the first sample), reproducibly, but then its samples depend on the split.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -55,37 +57,29 @@ class RowGenerators(torch.Generator):
         raise TypeError("RowGenerators cannot be pickled; make them where they are used")
 
 
-def _rows(generator: torch.Generator | None, shape: Sequence[int]) -> tuple[torch.Generator, ...] | None:
+def _draw(sample: Callable[..., Tensor], shape: Sequence[int], generator: torch.Generator | None, **kw: Any) -> Tensor:
+    """``sample(shape)``, with row ``i`` from stream ``i`` when ``generator`` holds one per row."""
     if isinstance(generator, RowGenerators) and len(shape) and shape[0] == len(generator):
-        return generator.rows
-    return None
+        return torch.stack([sample(tuple(shape[1:]), generator=g, **kw) for g in generator.rows])
+    return sample(tuple(shape), generator=generator, **kw)
 
 
 def randn(
     shape: Sequence[int], *, generator: torch.Generator | None = None, device=None, dtype: torch.dtype | None = None
 ) -> Tensor:
     """``torch.randn(shape)``, row ``i`` from stream ``i`` of a :class:`RowGenerators`."""
-    rows = _rows(generator, shape)
-    if rows is None:
-        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
-    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in rows])
+    return _draw(torch.randn, shape, generator, device=device, dtype=dtype)
 
 
 def rand(
     shape: Sequence[int], *, generator: torch.Generator | None = None, device=None, dtype: torch.dtype | None = None
 ) -> Tensor:
     """``torch.rand(shape)``, row ``i`` from stream ``i`` of a :class:`RowGenerators`."""
-    rows = _rows(generator, shape)
-    if rows is None:
-        return torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)
-    return torch.stack([torch.rand(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in rows])
+    return _draw(torch.rand, shape, generator, device=device, dtype=dtype)
 
 
 def randint(
     low: int, high: int, shape: Sequence[int], *, generator: torch.Generator | None = None, device=None
 ) -> Tensor:
     """``torch.randint(low, high, shape)``, row ``i`` from stream ``i`` of a :class:`RowGenerators`."""
-    rows = _rows(generator, shape)
-    if rows is None:
-        return torch.randint(low, high, tuple(shape), generator=generator, device=device)
-    return torch.stack([torch.randint(low, high, tuple(shape[1:]), generator=g, device=device) for g in rows])
+    return _draw(functools.partial(torch.randint, low, high), shape, generator, device=device)
