@@ -156,8 +156,8 @@ class Pipeline:
     ) -> tuple[Any, dict[str, Tensor], TimePlan]:
         """The denoiser, starting state and plan that complete ``given`` where ``masks`` say it is known."""
         schedules = self.denoiser.schedules
-        plan = TimePlan.from_grid(self.grid, schedules)
         n = next(iter(given.values())).shape[0]
+        plan = self.grid.plan(schedules, {name: (n, *part.shape) for name, part in self.recipe.parts.items()})
         x = {
             name: schedules[name].prior((n, *part.shape), t=plan[0][name], generator=generator, device=device)
             for name, part in self.recipe.parts.items()

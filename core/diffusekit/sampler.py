@@ -53,6 +53,13 @@ class TimeGrid(abc.ABC):
     def times(self, schedule: Schedule) -> Tensor:
         """The grid for ``schedule`` as a float64 tensor of shape ``(steps + 1,)``."""
 
+    def plan(self, schedules: Mapping[str, Schedule], shapes: Mapping[str, tuple[int, ...]]) -> TimePlan:
+        """The time plan for parts of these shapes (batch first). By default every element of a
+        part follows :meth:`times` under its schedule. A scheduling matrix overrides this with
+        per-element times: frames of a video at different noise levels (diffusion forcing,
+        autoregressive and pyramid schedules), each row still non-increasing and ending at 0."""
+        return TimePlan.from_grid(self, schedules)
+
 
 @attrs.frozen(eq=False)
 class TimePlan:
@@ -328,7 +335,8 @@ class Sampler(abc.ABC):
         schedules = denoiser.schedules
         self.check_supports(schedules)
         if isinstance(plan, TimeGrid):
-            plan = TimePlan.from_grid(plan, schedules)
+            shapes = {n: tuple(v.shape) for n, v in as_parts(x).items()} if _is_state(x) else part_shapes(x)  # type: ignore[arg-type]
+            plan = plan.plan(schedules, shapes)
         plan.check()
         device = _available_device(device)
         if not dtype.is_floating_point:

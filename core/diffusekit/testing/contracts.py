@@ -24,6 +24,7 @@ from torch import Tensor
 
 from diffusekit.condition import ClassLabel, Condition
 from diffusekit.data import Data, Dataset
+from diffusekit.errors import ShapeError
 from diffusekit.guidance import Guidance
 from diffusekit.method import Method
 from diffusekit.network import Network
@@ -684,8 +685,28 @@ def grid_contracts(grid: TimeGrid, registry: Registry | None) -> dict[str, tuple
             times_under(steps)
         prop(st.integers(1, 60))(times_under)()
 
+    def plan_under(steps: int, shape: tuple[int, ...]) -> None:
+        g = attrs.evolve(grid, steps=steps)
+        for name, schedule in schedules:
+            plan = g.plan({"x": schedule}, {"x": shape})
+            where = f"under {name}, {steps} step{'s' if steps > 1 else ''}, a part of shape {shape}"
+            try:
+                plan.check()
+                last = torch.broadcast_to(plan[-1]["x"], shape[: plan[-1]["x"].ndim])
+            except (ShapeError, RuntimeError) as exc:
+                raise AssertionError(f"{where}: {exc}") from None
+            assert bool((last == 0).all()), f"{where}: the plan must end with every element at t = 0"
+            for i, entry in enumerate(plan.entries):
+                t = entry["x"]
+                fits = t.ndim <= len(shape) and all(a in (1, b) for a, b in zip(t.shape, shape, strict=False))
+                assert fits, f"{where}: entry {i} has times of shape {tuple(t.shape)}, not aligned with the part"
+
+    def valid_plan() -> None:
+        prop(st.integers(1, 24), st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 2)))(plan_under)()
+
     return {
-        "valid_times": ("steps + 1 strictly decreasing times in [0, 1] ending at 0, for every schedule", valid_times)
+        "valid_times": ("steps + 1 strictly decreasing times in [0, 1] ending at 0, for every schedule", valid_times),
+        "valid_plan": ("its plan for a part: in [0, 1], never rising, aligned with the part, ending at 0", valid_plan),
     }
 
 
