@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from diffusekit import hookimpl
 
-from diffusekit_video import plans
+from diffusekit_video import networks, plans, scenes
 
 
 @hookimpl
@@ -12,3 +12,14 @@ def register_grids(register):
     register(plans.FullSequence, name="full_sequence")
     register(plans.Autoregressive, name="autoregressive")
     register(plans.Pyramid, name="pyramid")
+
+
+@hookimpl
+def register_datasets(register):
+    register(scenes.BouncingBalls, name="bouncing_balls")
+    register(scenes.MovingDigits, name="moving_digits")
+
+
+@hookimpl
+def register_networks(register):
+    register(networks.SpatioTemporalTransformer, name="st_transformer")
