@@ -23,3 +23,10 @@ def register_datasets(register):
 @hookimpl
 def register_networks(register):
     register(networks.SpatioTemporalTransformer, name="st_transformer")
+
+
+@hookimpl
+def register_methods(register):
+    from diffusekit_video import methods
+
+    register(methods.BouncingMethod, name="bouncing")
