@@ -2,6 +2,7 @@
 
 import imageio.v3 as iio
 import numpy as np
+import pytest
 import torch
 from diffusekit_video.outputs import contact_sheet, frames_uint8, read_gif, write_gif, write_mp4
 from PIL import Image
@@ -23,6 +24,7 @@ def test_a_gif_holds_every_frame_exactly(tmp_path):
 
 
 def test_an_mp4_holds_every_frame_close_to_what_was_written(tmp_path):
+    pytest.importorskip("imageio_ffmpeg", reason="MP4 is the plugin's mp4 extra (make test installs it)")
     clip = _clip()
     frames = np.stack(list(iio.imiter(write_mp4(clip, tmp_path / "clip.mp4", fps=10), plugin="FFMPEG")))
     assert frames.shape == (6, 128, 128, 3)  # 32 px × 4, a multiple of 16
