@@ -38,6 +38,7 @@ bench: bench-install
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python masked_samplers.py
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python sudoku.py
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python text.py
+	cd benchmarks && ../$(BIN)/python scale_out.py
 
 bench-install: $(STAMP)
 	$(BIN)/python -m pip install -e ".[bench]"
