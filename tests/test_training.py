@@ -7,7 +7,10 @@ import torch
 from diffusekit import ClassLabel, Data, Denoiser, Pipeline, build, load_checkpoint, train
 from diffusekit.recipe import ComponentSpec, PartSpec, Recipe, TrainConfig
 from diffusekit.testing.oracle import GaussianMixture
+from diffusekit.training import T_MIN, batch_losses, draw_batch, plan_times, sample_times
 from diffusekit_gaussian import DDIM, EpsilonPrediction, KarrasGrid, VPCosine
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 
@@ -153,3 +156,78 @@ def test_network_dropout_is_reproducible():
     train(b, data, progress=False)
     for (k, va), vb in zip(a.network.state_dict().items(), b.network.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
+
+
+# --- training time plans: shared times (FVDM) and held elements (given frames, tokens) -----------
+
+
+_shapes = st.tuples(st.integers(1, 6), st.integers(1, 7)) | st.tuples(
+    st.integers(1, 4), st.integers(1, 3), st.integers(1, 3)
+)
+_rates = st.floats(0.0, 1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=_shapes, seed=st.integers(0, 2**31))
+def test_without_shared_or_held_times_each_element_draws_its_own(shape, seed):
+    cfg = TrainConfig()
+    t, held = plan_times(cfg, shape, torch.Generator().manual_seed(seed))
+    assert held is None
+    assert torch.equal(t, sample_times(cfg, shape, torch.Generator().manual_seed(seed)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=_shapes, shared=_rates, hold=_rates, seed=st.integers(0, 2**31))
+def test_planned_times_are_shared_or_held_as_configured(shape, shared, hold, seed):
+    t, held = plan_times(TrainConfig(shared_time=shared, hold=hold), shape, torch.Generator().manual_seed(seed))
+    assert t.shape == shape
+    held = torch.zeros(shape, dtype=torch.bool) if held is None else held
+    assert bool((t[held] == 0).all()) and bool((t[~held] >= T_MIN).all()) and bool((t <= 1).all())
+    rows = held.flatten(1)
+    assert not bool(rows.all(1).any())  # never every element held
+    if shared == 1.0 and len(shape) > 1:  # every sample one time, where not held
+        flat = t.flatten(1)
+        free = ~rows
+        assert all(flat[i][free[i]].unique().numel() <= 1 for i in range(shape[0]))
+    if hold == 0.0:
+        assert not held.any()
+
+
+def test_always_shared_times_and_always_held_elements():
+    g = torch.Generator().manual_seed(0)
+    t, held = plan_times(TrainConfig(shared_time=1.0), (500, 5), g)
+    assert held is None and torch.equal(t, t[:, :1].expand(-1, 5))
+    t, held = plan_times(TrainConfig(hold=1.0), (2000, 4), g)
+    count = held.sum(1)
+    # a uniform rate r: P(k of 4 held) = 1/5 for every k; the rows with all 4 hold only their first
+    assert bool((count < 4).all()) and 0.15 < (count == 0).float().mean() < 0.25
+    assert 0.3 < (count == 1).float().mean() < 0.5 and bool(held[count == 1][:, 0].float().mean() > 0.5)
+
+
+def test_held_elements_are_the_data_and_out_of_the_loss():
+    """An exact oracle: the loss is each sample's mean squared error over its elements that are not held."""
+
+    class Half(nn.Module):
+        def forward(self, x, noise, condition):
+            return 0.5 * x
+
+    net = Half()
+    recipe = Recipe(
+        parts={"x": PartSpec((5, 3), ComponentSpec("gaussian:vp_cosine"), ComponentSpec("gaussian:eps"), 1.0, 2)},
+        network=ComponentSpec("test"),
+        sampler=ComponentSpec("gaussian:ddim"),
+        grid=ComponentSpec("gaussian:karras"),
+        train=TrainConfig(hold=1.0, condition_dropout=0.0),
+    )
+    pipeline = Pipeline(recipe, Denoiser(net, {"x": VPCosine()}, {"x": EpsilonPrediction()}), DDIM(), KarrasGrid())
+    batch = Data({"x": torch.randn(64, 5, 3)})
+    drawn = draw_batch(pipeline, batch, torch.Generator().manual_seed(3))
+    held = drawn.held["x"]
+    assert held.any() and (~held).any()
+    x_t = drawn.corrupted["x"].x_t
+    assert torch.equal(x_t[held], batch.parts["x"][held]) and bool((drawn.times["x"][held] == 0).all())
+    loss = batch_losses(pipeline.denoiser, batch, drawn)["x"]
+    error = (0.5 * x_t - drawn.corrupted["x"].noise).square().mean(-1)  # (64, 5): per frame
+    free = (~held).float()
+    want = ((error * free).sum(1) / free.sum(1)).mean()
+    assert torch.allclose(loss, want.to(loss.dtype), rtol=1e-6)

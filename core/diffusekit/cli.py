@@ -68,7 +68,47 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _recipe(target: str, sets: tuple[str, ...], seed: int | None):
+def _method_options(overrides: dict[str, Any], method: str | None) -> dict[str, Any]:
+    """Take from ``overrides`` the settings of the recipe's method (``--set task=i2v``): plain keys
+    that are not recipe entries. The method applies them when it samples (:func:`_with_options`)."""
+    import attrs
+
+    from diffusekit.recipe import Recipe
+
+    entries = {field.name for field in attrs.fields(Recipe)}
+    options = {key: value for key, value in overrides.items() if "." not in key and key not in entries}
+    if options and method is None:
+        raise click.ClickException(
+            f"--set {next(iter(options))}: not a recipe entry (entries: {', '.join(sorted(entries))})"
+        )
+    for key in options:
+        del overrides[key]
+    return options
+
+
+def _with_options(pipeline: Any, options: dict[str, Any]) -> Any:
+    """The pipeline whose method has ``options`` set; an unknown or invalid one is a one-line error."""
+    import attrs
+
+    if not options:
+        return pipeline
+    method = pipeline.method
+    fields = {f.name for f in attrs.fields(type(method))} if attrs.has(type(method)) else set()
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        known = f"its settings: {', '.join(sorted(fields))}" if fields else "it has no settings"
+        raise click.ClickException(
+            f"--set {unknown[0]}: neither a recipe entry nor a setting of method {pipeline.recipe.method} ({known})"
+        )
+    try:
+        return attrs.evolve(pipeline, method=attrs.evolve(method, **options))
+    except (TypeError, ValueError) as exc:  # attrs validators put the message first, then the field
+        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+        raise click.ClickException(f"--set: method {pipeline.recipe.method}: {message}") from None
+
+
+def _recipe(target: str, sets: tuple[str, ...], seed: int | None, options: dict[str, Any] | None = None):
+    """The recipe ``target`` with ``--set`` overrides; a method's own settings among them go to ``options``."""
     import attrs
 
     from diffusekit.pipeline import resolve_recipe
@@ -78,6 +118,8 @@ def _recipe(target: str, sets: tuple[str, ...], seed: int | None):
     registry = get_registry()
     recipe = resolve_recipe(target, registry)
     overrides = _parse_sets(sets)
+    if options is not None:
+        options.update(_method_options(overrides, recipe.method))
     if overrides:
         recipe = apply_overrides(recipe, overrides)
     if seed is not None:
@@ -425,8 +467,9 @@ def run(
     from diffusekit.training import train as train_loop
 
     _join_job()
-    recipe = _recipe(target, sets, seed)
-    pipeline = build(recipe)
+    options: dict[str, Any] = {}
+    recipe = _recipe(target, sets, seed, options)
+    pipeline = _with_options(build(recipe), options)
     given = _read_input(pipeline, input_path, num)  # a malformed input fails before any training
     shipped = None if force_train or pipeline.method is None else pipeline.method.weights()
     if shipped is not None:
@@ -520,8 +563,15 @@ def sample(
     overrides = _parse_sets(sets)
     if seed is not None:
         overrides["seed"] = seed
-    pipeline = load(checkpoint, **overrides)
+    options = _method_options(overrides, _checkpoint_method(checkpoint)) if overrides else {}
+    pipeline = _with_options(load(checkpoint, **overrides), options)
     _sample_and_write(pipeline, num, out, progress, _read_input(pipeline, input_path, num))
+
+
+def _checkpoint_method(path: Path) -> str | None:
+    from diffusekit.checkpoint import load_checkpoint
+
+    return load_checkpoint(path).recipe.method
 
 
 @cli.command()
@@ -731,7 +781,13 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:  # never let plugin discovery stop the CLI
         click.echo(f"Warning: could not load plugin commands: {exc}", err=True)
-    cli(prog_name="diffusekit")
+    try:
+        cli(prog_name="diffusekit")
+    except SystemExit as done:
+        distributed = sys.modules.get("diffusekit.distributed")
+        if distributed is not None and not done.code:
+            distributed.leave(wait=True)
+        raise
 
 
 if __name__ == "__main__":

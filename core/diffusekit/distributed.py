@@ -70,12 +70,18 @@ def init_from_environment() -> World:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend)
-    atexit.register(_leave)
+    atexit.register(leave)
     return world()
 
 
-def _leave() -> None:
-    if dist.is_initialized():
+def leave(wait: bool = False) -> None:
+    """Leave the process group (at exit, or sooner). ``wait``: first wait for every process to
+    get here, so that none tears its connections down while another still uses them (gloo
+    can abort a process whose peer left mid-exchange); only on success, as a failed process's
+    peers may never arrive."""
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -85,6 +85,14 @@ class TrainConfig:
     time_distribution: Literal["uniform", "logit_normal"] = "uniform"
     time_loc: float = attrs.field(default=0.0, validator=finite)
     time_scale: float = attrs.field(default=1.0, validator=finite)
+    # parts with several times per sample (time_dims > 1): the probability that a sample's times
+    # are one shared time instead of independent ones (FVDM's probabilistic timestep sampling)
+    shared_time: float = attrs.field(
+        default=0.0, validator=[finite, attrs.validators.ge(0.0), attrs.validators.le(1.0)]
+    )
+    # the probability that a sample holds a random subset of its time elements (frames, tokens)
+    # given at t = 0, as sampling with given elements does; held elements are out of the loss
+    hold: float = attrs.field(default=0.0, validator=[finite, attrs.validators.ge(0.0), attrs.validators.le(1.0)])
     checkpoint_every: int = 1000
     log_every: int = 50
     # earlier checkpoints kept beside the latest, as FILE.step<N>.safetensors (0: only the latest)

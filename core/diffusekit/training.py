@@ -53,6 +53,7 @@ from diffusekit.pipeline import Pipeline
 from diffusekit.plugins import get_registry
 from diffusekit.recipe import Recipe, TrainConfig, instantiate
 from diffusekit.schedule import Corrupted
+from diffusekit.state import align_time
 
 try:
     from torch.distributed.tensor import DTensor, distribute_tensor
@@ -161,6 +162,7 @@ class Drawn:
     condition: Any
     times: dict[str, Tensor]
     corrupted: dict[str, Corrupted]
+    held: dict[str, Tensor] = attrs.field(factory=dict)  # per part with held elements: True where held at t = 0
 
     def to(self, device: torch.device) -> Drawn:
         if device.type == "cpu":
@@ -172,6 +174,7 @@ class Drawn:
                 name: Corrupted(c.x_t.to(device), None if c.noise is None else c.noise.to(device))
                 for name, c in self.corrupted.items()
             },
+            {name: h.to(device) for name, h in self.held.items()},
         )
 
     def take(self, rows: slice) -> Drawn:
@@ -182,7 +185,42 @@ class Drawn:
                 name: Corrupted(c.x_t[rows], None if c.noise is None else c.noise[rows])
                 for name, c in self.corrupted.items()
             },
+            {name: h[rows] for name, h in self.held.items()},
         )
+
+
+def plan_times(cfg: TrainConfig, shape: tuple[int, ...], generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+    """Training times of shape ``shape`` (the part's ``time_dims`` leading dimensions) and the
+    mask of elements held given at t = 0 (``None`` when none is).
+
+    Each element's time comes from ``cfg.time_distribution`` (Diffusion Forcing: independent
+    per frame or token; Chen et al., 2024). With probability ``cfg.shared_time`` a sample's
+    elements share its first element's time instead (the probabilistic timestep sampling of
+    FVDM; Liu et al., 2024, "Redefining Temporal Modeling in Video Diffusion"). With
+    probability ``cfg.hold`` a sample holds a random subset of its elements at t = 0 (each
+    element with a probability drawn uniformly per sample; one that draws all of them holds
+    only its first, one with a single element holds none): the frames,
+    views or tokens a sampler is later given, seen as it will see them. The other samples
+    train with none given, so one model learns both the conditional and the unconditional task.
+    """
+    t = sample_times(cfg, shape, generator)
+    if len(shape) < 2:
+        return t, None
+    rows = (shape[0],) + (1,) * (len(shape) - 1)
+    if cfg.shared_time > 0:
+        shared = torch.rand(rows, generator=generator, dtype=torch.float64) < cfg.shared_time
+        t = torch.where(shared, t.flatten(1)[:, :1].reshape(rows), t)
+    if cfg.hold <= 0:
+        return t, None
+    holding = torch.rand(rows, generator=generator, dtype=torch.float64) < cfg.hold
+    rate = torch.rand(rows, generator=generator, dtype=torch.float64)
+    held = (torch.rand(shape, generator=generator, dtype=torch.float64) < rate) & holding
+    everything = held.flatten(1).all(1).reshape(rows)
+    first = torch.zeros(shape, dtype=torch.bool)
+    first.view(shape[0], -1)[:, 0] = True
+    # a sample with every element drawn holds only its first (image-to-video); a single element is never held
+    held = torch.where(everything, first & (held[0].numel() > 1), held)
+    return t.masked_fill(held, 0.0), held
 
 
 def draw_batch(pipeline: Pipeline, batch: Data, generator: torch.Generator) -> Drawn:
@@ -192,21 +230,32 @@ def draw_batch(pipeline: Pipeline, batch: Data, generator: torch.Generator) -> D
     condition = batch.condition
     if condition is not None and cfg.condition_dropout > 0:
         condition = condition.dropout(cfg.condition_dropout, generator)
-    times, corrupted = {}, {}
+    times, corrupted, held = {}, {}, {}
     for name, x0 in batch.parts.items():
-        times[name] = sample_times(cfg, tuple(x0.shape[: recipe.parts[name].time_dims]), generator)
+        times[name], mask = plan_times(cfg, tuple(x0.shape[: recipe.parts[name].time_dims]), generator)
         corrupted[name] = pipeline.denoiser.schedules[name].corrupt(x0, times[name], generator)
-    return Drawn(condition, times, corrupted)
+        if mask is not None:
+            held[name] = mask
+            kept = align_time(mask, x0)  # exactly the data, whatever the schedule's rounding at t = 0
+            corrupted[name] = Corrupted(torch.where(kept, x0, corrupted[name].x_t), corrupted[name].noise)
+    return Drawn(condition, times, corrupted, held)
 
 
 def batch_losses(denoiser: Denoiser, batch: Data, drawn: Drawn) -> dict[str, Tensor]:
-    """The per-part mean losses of ``batch`` under its draws (before the per-part weights)."""
+    """The per-part mean losses of ``batch`` under its draws (before the per-part weights).
+    Elements held given are left out: a sample's loss is the mean over its other elements."""
     prepared = denoiser.prepare({n: c.x_t for n, c in drawn.corrupted.items()}, drawn.times)
     raw = denoiser.run_network(prepared, drawn.condition)
-    return {
-        name: denoiser.parameterizations[name].loss(raw[name], prepared[name], x0, drawn.corrupted[name]).mean()
-        for name, x0 in batch.parts.items()
-    }
+    losses = {}
+    for name, x0 in batch.parts.items():
+        loss = denoiser.parameterizations[name].loss(raw[name], prepared[name], x0, drawn.corrupted[name])
+        if name not in drawn.held:
+            losses[name] = loss.mean()
+            continue
+        free = (~align_time(drawn.held[name], loss)).expand_as(loss)
+        per_row = torch.where(free, loss, 0.0).flatten(1).sum(1) / free.flatten(1).sum(1)
+        losses[name] = per_row.mean()
+    return losses
 
 
 def loss_terms(pipeline: Pipeline, batch: Data, generator: torch.Generator) -> dict[str, Tensor]:

@@ -1,5 +1,6 @@
-"""The bouncing-balls method: a valid recipe, a CLI run that writes watchable GIFs, and shipped
-weights (when present) that fit the recipe and sample finite clips of the right shape."""
+"""The video methods: valid recipes, CLI runs that write watchable GIFs for every task with the
+given frames kept exactly, and shipped weights (when present) that fit the recipe and sample
+clips of the right shape."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from diffusekit.plugins import get_registry
 from diffusekit.recipe import validate
 from diffusekit.testing.cli import assert_one_line_error, run_cli
 from diffusekit_video import outputs
-from diffusekit_video.methods import FRAMES, BouncingMethod
+from diffusekit_video.methods import FRAMES, BouncingMethod, MovingDigitsMethod
 from safetensors.torch import load_file
 
 TINY = [
@@ -80,24 +81,66 @@ def test_cli_refuses_a_changed_network_for_the_shipped_weights(tmp_path):
     assert "network.layers" in message
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    path = BouncingMethod().weights()
+METHODS = {"video:bouncing": BouncingMethod, "video:moving-digits": MovingDigitsMethod}
+
+
+@pytest.fixture(scope="module", params=sorted(METHODS))
+def shipped(request):
+    path = METHODS[request.param]().weights()
     if path is None:
-        pytest.skip("video:bouncing ships no weights")
-    return path
+        pytest.skip(f"{request.param} ships no weights")
+    return request.param, path
 
 
 def test_shipped_weights_are_small_and_match_the_recipe(shipped):
-    assert shipped.stat().st_size < 5 * 2**20
-    checkpoint = load_checkpoint(shipped)
-    recipe = BouncingMethod().recipe()
+    name, path = shipped
+    assert path.stat().st_size < 5 * 2**20
+    checkpoint = load_checkpoint(path)
+    recipe = METHODS[name]().recipe()
     assert checkpoint.recipe.parts == recipe.parts and checkpoint.recipe.network == recipe.network
+    assert checkpoint.recipe.train == recipe.train and checkpoint.recipe.dataset == recipe.dataset
     assert set(checkpoint.tensors) == {f"ema.{k}" for k in dk.build(recipe).network.state_dict()}
 
 
 def test_shipped_weights_sample_finite_clips(shipped):
-    pipe = dk.pretrained("video:bouncing")
+    pipe = dk.pretrained(shipped[0])
     clips = pipe.sample(2, seed=0)
     assert clips.shape == (2, FRAMES, 1, 32, 32) and torch.isfinite(clips).all()
     assert clips.min() > -1.5 and clips.max() < 1.5
+
+
+def _run(tmp_path, method: str, *sets: str):
+    args = [a for s in sets for a in ("--set", s)]
+    result = run_cli(
+        "run", method, "--train", "--steps", "2", "--num", "2", "--no-progress", *TINY, *args, "--out", "out",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return load_file(tmp_path / "out" / "samples.safetensors")
+
+
+def test_given_frames_come_back_bit_identical_for_every_task(tmp_path):
+    """Prediction and interpolation from the simulator's clips: the given frames are held at
+    t = 0, so they are the simulator's frames exactly; the others are generated."""
+    out = _run(tmp_path, "video:bouncing", "task=predict", "context=3")
+    assert out["x"].shape == out["truth"].shape == (2, FRAMES, 1, 32, 32)
+    assert out["known"].tolist() == [[True] * 3 + [False] * (FRAMES - 3)] * 2
+    assert torch.equal(out["x"][:, :3], out["truth"][:, :3]) and not torch.equal(out["x"][:, 3:], out["truth"][:, 3:])
+    out = _run(tmp_path, "video:bouncing", "task=interpolate")
+    assert torch.equal(out["x"][:, [0, -1]], out["truth"][:, [0, -1]]) and out["known"][:, 1:-1].sum() == 0
+
+
+def test_causal_model_rolls_out_past_its_window_from_given_frames(tmp_path):
+    out = _run(tmp_path, "video:moving-digits", f"length={FRAMES + 5}")
+    assert out["x"].shape == (2, FRAMES + 5, 1, 32, 32) and bool(torch.isfinite(out["x"]).all())
+    assert torch.equal(out["x"][:, :4], out["truth"][:, :4])  # predicted from 4 given frames by default
+
+
+@pytest.mark.parametrize(
+    ("setting", "words"),
+    [("task=fly", "'task' must be in"), ("tsk=i2v", "neither a recipe entry nor a setting"), ("context=0", "context")],
+)
+def test_a_bad_method_setting_is_a_one_line_error(tmp_path, setting, words):
+    result = run_cli("run", "video:bouncing", "--train", "--steps", "1", "--set", setting, cwd=tmp_path)
+    assert words in assert_one_line_error(result)
+    assert not (tmp_path / "outputs").exists()  # refused before training or writing anything

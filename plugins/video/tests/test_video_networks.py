@@ -71,12 +71,13 @@ def test_equal_per_frame_time_is_the_scalar_time(batch: int, frames: int, t: flo
 @examples
 @given(st.integers(1, 2), st.integers(2, 3 * FRAMES), st.data())
 def test_causal_output_ignores_later_frames(batch: int, frames: int, data) -> None:
+    refine = data.draw(st.sampled_from([0, 3]), label="refine")  # the conv head sees one frame at a time
     k = data.draw(st.integers(0, frames - 2))
     x, t = video(batch, frames, frames)
     y, s = x.clone(), t.clone()
     y[:, k + 1 :] += torch.randn_like(y[:, k + 1 :])
     s[:, k + 1 :] = torch.rand_like(s[:, k + 1 :])
-    m = model(causal=True)
+    m = model(causal=True, refine=refine)
     with torch.no_grad():
         a, b = m(x, t, None), m(y, s, None)
     assert torch.allclose(a[:, : k + 1], b[:, : k + 1], rtol=0, atol=1e-6)
@@ -96,12 +97,14 @@ def test_non_causal_output_sees_later_frames(frames: int, data) -> None:
 
 
 @examples
-@given(st.integers(1, 2), st.integers(1, 3 * FRAMES), st.integers(1, 3), st.integers(0, 2**16))
-def test_cached_rollout_equals_the_full_causal_forward(batch: int, length: int, block: int, seed: int) -> None:
+@given(st.integers(1, 2), st.integers(1, 3 * FRAMES), st.integers(1, 3), st.integers(0, 2**16), st.sampled_from([0, 3]))
+def test_cached_rollout_equals_the_full_causal_forward(
+    batch: int, length: int, block: int, seed: int, refine: int
+) -> None:
     """Frames generated ``block`` at a time, each block attending to the cache of the earlier
     ones (which slides past ``FRAMES``), give the full forward's output for that block."""
     x, t = video(batch, length, seed)
-    m = model(causal=True, seed=seed)
+    m = model(causal=True, seed=seed, refine=refine)
     with torch.no_grad():
         full = m(x, t, None)
         cache = None
@@ -154,9 +157,15 @@ def test_deterministic_given_the_seed() -> None:
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_network_contracts(causal: bool) -> None:
-    for _doc, check in network_contracts(spec(causal=causal)).values():
+@pytest.mark.parametrize("refine", [0, 3])
+def test_network_contracts(causal: bool, refine: int) -> None:
+    for _doc, check in network_contracts(spec(causal=causal, refine=refine)).values():
         check()
+
+
+def test_untrained_output_with_a_conv_head_is_zero() -> None:
+    x, t = video(2, 3, 0)
+    assert torch.equal(spec(refine=3).build()(x, t, None), torch.zeros_like(x))
 
 
 def test_refusals() -> None:

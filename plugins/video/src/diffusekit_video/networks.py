@@ -165,9 +165,17 @@ class SpatioTemporalModule(nn.Module):
         self.blocks = nn.ModuleList(Block(d, spec.heads, spec.dropout) for _ in range(spec.layers))
         self.norm = nn.LayerNorm(d, elementwise_affine=False)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
-        self.unpatch = nn.Linear(d, spec.channels * spec.patch**2)
-        for layer in (self.ada[1], self.unpatch):  # the untrained network outputs 0
-            nn.init.zeros_(layer.weight)
+        out = spec.refine or spec.channels
+        self.unpatch = nn.Linear(d, out * spec.patch**2)
+        self.refine = None
+        if spec.refine:  # a per-frame 3x3 conv head on the pixels (U-ViT's final conv): smooth, sharp edges
+            self.refine = nn.Sequential(
+                nn.Conv2d(out + spec.channels, out, 3, padding=1),
+                nn.SiLU(),
+                nn.Conv2d(out, spec.channels, 3, padding=1),
+            )
+        for layer in (self.ada[1], self.refine[-1] if self.refine is not None else self.unpatch):
+            nn.init.zeros_(layer.weight)  # the untrained network outputs 0
             nn.init.zeros_(layer.bias)
         head = d // spec.heads
         self.register_buffer(
@@ -227,8 +235,11 @@ class SpatioTemporalModule(nn.Module):
             kv.append((k, val))
         shift, scale = self.ada(e)[:, :, None].chunk(2, dim=-1)
         out = self.unpatch(modulate(self.norm(h), shift, scale))
-        out = out.reshape(b, f, g, g, c, p, p).permute(0, 1, 4, 2, 5, 3, 6).reshape(x.shape)
-        return out, kv
+        k = s.refine or c
+        out = out.reshape(b, f, g, g, k, p, p).permute(0, 1, 4, 2, 5, 3, 6).reshape(b * f, k, s.size, s.size)
+        if self.refine is not None:
+            out = self.refine(torch.cat([out, x.reshape(b * f, c, s.size, s.size)], dim=1))
+        return out.reshape(x.shape), kv
 
     def _temporal(
         self, start: int, past: int, new: int, dtype: torch.dtype, device: torch.device
@@ -257,8 +268,13 @@ class SpatioTemporalTransformer(Network):
 
     ``size`` is the height and width of a frame, cut into ``patch`` × ``patch`` patches;
     ``frames`` is the temporal attention window (the clip length the model is trained on):
-    longer videos and rollouts attend to at most ``frames`` frames. See the module docstring
-    for the cache and its cost.
+    longer videos and rollouts attend to at most ``frames`` frames. ``refine`` > 0 unpatchifies
+    to that many channels per pixel and adds a per-frame convolutional head (two 3×3 convolutions
+    over those channels and the noisy frame; Bao et al., 2023, "All are Worth Words: a ViT
+    Backbone for Diffusion Models" (U-ViT) end with such a convolution): without it each patch
+    is decoded by one linear map and small models draw blocky edges. The head sees one frame
+    at a time, so causality and the KV cache are unaffected. See the module docstring for the
+    cache and its cost.
     """
 
     channels: int = attrs.field(default=1, validator=v.ge(1))
@@ -270,6 +286,7 @@ class SpatioTemporalTransformer(Network):
     frames: int = attrs.field(default=16, validator=v.ge(1))
     causal: bool = False
     dropout: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.lt(1.0)])
+    refine: int = attrs.field(default=0, validator=v.ge(0))
 
     def __attrs_post_init__(self) -> None:
         if self.size % self.patch:

@@ -30,3 +30,4 @@ def register_methods(register):
     from diffusekit_video import methods
 
     register(methods.BouncingMethod, name="bouncing")
+    register(methods.MovingDigitsMethod, name="moving-digits")
