@@ -47,7 +47,8 @@ class BouncingMethod(Method):
     A small spatio-temporal transformer (patch 4, width 96, 3 layers, a per-frame conv head)
     trained with diffusion forcing (``time_dims = 2``: every frame its own training time; a
     shared time for 30% of clips, random frames held given for 50%) and v-prediction on the
-    cosine schedule; sampled with DDIM on the full-sequence scheduling matrix. Because training
+    cosine schedule; sampled with DDIM on the full-sequence scheduling matrix, with history
+    guidance (scale 2) where frames are given. Because training
     sees independent per-frame times, the same weights run the pyramid and autoregressive
     matrices (``--set grid=video:pyramid``). ``length`` beyond 16 frames slides the window.
 
@@ -89,11 +90,12 @@ class BouncingMethod(Method):
             ),
             sampler=ComponentSpec("gaussian:ddim"),
             grid=ComponentSpec("video:full_sequence", {"steps": 20}),
+            guidance=ComponentSpec("video:history", {"scale": 2.0}),  # acts only where frames are given
             dataset=ComponentSpec("video:bouncing_balls", {"count": 5000, "frames": FRAMES}),
             method="video:bouncing",
             seed=0,
             train=TrainConfig(
-                steps=6000,
+                steps=10000,
                 batch_size=8,
                 lr=6e-4,
                 warmup_steps=200,

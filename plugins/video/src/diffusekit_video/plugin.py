@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from diffusekit import hookimpl
 
-from diffusekit_video import networks, plans, scenes
+from diffusekit_video import guidance, networks, plans, scenes
 
 
 @hookimpl
@@ -31,3 +31,8 @@ def register_methods(register):
 
     register(methods.BouncingMethod, name="bouncing")
     register(methods.MovingDigitsMethod, name="moving-digits")
+
+
+@hookimpl
+def register_guidances(register):
+    register(guidance.HistoryGuidance, name="history")

@@ -25,19 +25,44 @@ import torch
 from diffusekit import Pipeline
 from torch import Tensor, nn
 
+from diffusekit_video.guidance import HistoryGuidance, stand_in
 from diffusekit_video.networks import Cache, SpatioTemporalModule
 
 
 class CachedFrames(nn.Module):
-    """The network seen by the sampler while new frames follow ``cache``: ``forward(x, noise)``
-    is :meth:`SpatioTemporalModule.forward_step` on the new frames alone."""
+    r"""The network seen by the sampler while new frames follow ``cache``: ``forward(x, noise)``
+    is :meth:`SpatioTemporalModule.forward_step` on the new frames alone.
 
-    def __init__(self, module: SpatioTemporalModule, cache: Cache | None) -> None:
+    With ``absent`` (the cache of the same frames replaced by noise at t = 1) and ``scale`` w,
+    it is history guidance (:mod:`diffusekit_video.guidance`) on the raw output, both caches
+    in one batch: :math:`o_\varnothing + w\,(o - o_\varnothing)` — the guided prediction,
+    since a prediction is affine in the raw output at fixed ``x`` and t.
+    """
+
+    def __init__(
+        self, module: SpatioTemporalModule, cache: Cache | None, absent: Cache | None = None, scale: float = 1.0
+    ) -> None:
         super().__init__()
-        self.module, self.cache = module, cache
+        self.module, self.cache, self.absent, self.scale = module, cache, absent, scale
 
     def forward(self, x: Tensor, noise: Tensor, condition=None) -> Tensor:
-        return self.module.forward_step(x, noise, self.cache, condition)
+        if self.cache is None or self.absent is None or self.scale == 1.0:
+            return self.module.forward_step(x, noise, self.cache, condition)
+        both = Cache(
+            tuple(torch.cat(pair) for pair in zip(self.cache.keys, self.absent.keys, strict=True)),
+            tuple(torch.cat(pair) for pair in zip(self.cache.values, self.absent.values, strict=True)),
+            self.cache.position,
+            2 * self.cache.batch,
+        )
+        noise = torch.as_tensor(noise, device=x.device)
+        twice = torch.cat([noise, noise]) if noise.ndim and noise.shape[0] == x.shape[0] else noise
+        given, absent = self.module.forward_step(torch.cat([x, x]), twice, both, condition).chunk(2)
+        return absent + self.scale * (given - absent)
+
+
+def _absent(frames: Tensor, start: int) -> Tensor:
+    """Frames ``start ..`` replaced by their stand-in noise (:func:`~diffusekit_video.guidance.stand_in`)."""
+    return stand_in(range(start, start + frames.shape[1]), frames).expand_as(frames)
 
 
 def with_frames(pipeline: Pipeline, frames: int, network: nn.Module | None = None) -> Pipeline:
@@ -83,9 +108,13 @@ def rollout(
     if not causal and chunk >= window:
         raise ValueError(f"a bidirectional window of {window} frames cannot generate chunks of {chunk}")
     kv: Cache | None = None
+    absent: Cache | None = None  # the history as noise, for history guidance
+    guidance = pipeline.guidance
+    scale = guidance.scale if isinstance(guidance, HistoryGuidance) else 1.0
     if causal and cache and video.shape[1]:
         with torch.no_grad():
             kv = module.cache_frames(video)
+            absent = module.cache_frames(_absent(video, 0), 1.0) if scale != 1.0 else None
     with torch.no_grad():
         while video.shape[1] < length:
             done = video.shape[1]
@@ -93,9 +122,12 @@ def rollout(
             new = min(chunk if causal else window - keep, length - done)
             chunk_seed = (seed * 1_000_003 + done) % (2**62)
             if causal and cache:
-                view = with_frames(pipeline, new, CachedFrames(module, kv))
+                network = CachedFrames(module, kv, absent, scale)
+                view = attrs.evolve(with_frames(pipeline, new, network), guidance=None)
                 frames = view.sample(video.shape[0], seed=chunk_seed)
                 kv = module.cache_frames(frames, 0.0, kv)
+                if scale != 1.0:
+                    absent = module.cache_frames(_absent(frames, done), 1.0, absent)
             else:
                 past = video if causal else video[:, done - keep :]
                 view = with_frames(pipeline, past.shape[1] + new)
