@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml plugins/gaussian/pyproject.toml plugins/masked/pyprojec
 	touch $(STAMP)
 
 ## bench: the benchmarks of docs/benchmarks.md (installs diffusers and k-diffusion into .venv, fetches the corpus)
-bench: bench-install
+bench: bench-install $(TEST_STAMP)
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python accuracy.py
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python overhead.py
 	cd benchmarks && ../$(BIN)/python digits_quality.py
@@ -39,6 +39,7 @@ bench: bench-install
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python sudoku.py
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python text.py
 	cd benchmarks && ../$(BIN)/python scale_out.py
+	cd benchmarks && for b in cost fidelity stability tasks; do OMP_NUM_THREADS=1 ../$(BIN)/python video.py $$b || exit 1; done
 
 bench-install: $(STAMP)
 	$(BIN)/python -m pip install -e ".[bench]"
