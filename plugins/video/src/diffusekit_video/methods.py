@@ -95,7 +95,7 @@ class BouncingMethod(Method):
             method="video:bouncing",
             seed=0,
             train=TrainConfig(
-                steps=10000,
+                steps=13000,
                 batch_size=8,
                 lr=6e-4,
                 warmup_steps=200,
