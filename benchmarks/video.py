@@ -62,7 +62,7 @@ def frame_cost(pipe: dk.Pipeline, length: int, *, cached: bool, batch: int, repe
         for r in range(repeats):
             start = time.perf_counter()
             if cached:
-                with_frames(pipe, 1, CachedFrames(module, cache)).sample(batch, seed=r)
+                with_frames(pipe, 1, CachedFrames(module, cache), batch=batch).sample(batch, seed=r)
             else:
                 known = torch.zeros(batch, length, dtype=torch.bool)
                 known[:, :-1] = True

@@ -144,3 +144,31 @@ def test_a_bad_method_setting_is_a_one_line_error(tmp_path, setting, words):
     result = run_cli("run", "video:bouncing", "--train", "--steps", "1", "--set", setting, cwd=tmp_path)
     assert words in assert_one_line_error(result)
     assert not (tmp_path / "outputs").exists()  # refused before training or writing anything
+
+
+def test_shipped_bouncing_weights_draw_balls():
+    """Unconditional clips from the shipped weights: the tracker finds 1–3 balls in most frames
+    (in the simulator's clips, all of them; in noise, dozens of blobs)."""
+    if BouncingMethod().weights() is None:
+        pytest.skip("video:bouncing ships no weights")
+    from diffusekit_video import tracking
+
+    clips = dk.pretrained("video:bouncing").sample(8, seed=123)
+    counts = tracking.count_objects(clips.clamp(-1, 1), value_range=(-1.0, 1.0))
+    assert ((counts >= 1) & (counts <= 3)).mean() > 0.6
+
+
+def test_shipped_digits_weights_predict_the_next_frame_better_than_copying_it():
+    """From 4 given frames of held-out digits, the first predicted frame is closer to the simulator's
+    than the last given frame is (a digit moves up to 3 px a frame)."""
+    if MovingDigitsMethod().weights() is None:
+        pytest.skip("video:moving-digits ships no weights")
+    from diffusekit_video import scenes
+    from diffusekit_video.rollout import rollout
+
+    truth = scenes.MovingDigits(count=16, frames=5, seed=4321, split="test", max_speed=3).load().parts["x"]
+    moving = (truth[:, 4] != truth[:, 3]).flatten(1).any(1)
+    video = rollout(dk.pretrained("video:moving-digits"), 5, context=truth[:, :4], seed=0)
+    predicted = (video[moving, 4] - truth[moving, 4]).square().mean()
+    copied = (truth[moving, 3] - truth[moving, 4]).square().mean()
+    assert predicted < copied

@@ -72,3 +72,11 @@ def test_with_frames_changes_only_the_frame_count():
     view = with_frames(pipe, 9)
     assert view.recipe.parts["x"].shape == (9, 1, 8, 8) and view.network is pipe.network
     assert view.sample(1, seed=0).shape == (1, 9, 1, 8, 8)
+
+
+def test_a_cached_rollout_takes_more_videos_than_a_sampling_batch():
+    """The cache holds every video, so the chunk is sampled as one batch whatever sample.batch_size says."""
+    pipe = tiny(causal=True)
+    small = attrs.evolve(pipe, recipe=attrs.evolve(pipe.recipe, sample=attrs.evolve(pipe.recipe.sample, batch_size=3)))
+    context = torch.rand(7, 2, 1, 8, 8) * 2 - 1
+    assert torch.equal(rollout(small, 5, context=context, seed=1), rollout(pipe, 5, context=context, seed=1))

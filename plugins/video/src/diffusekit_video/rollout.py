@@ -65,10 +65,15 @@ def _absent(frames: Tensor, start: int) -> Tensor:
     return stand_in(range(start, start + frames.shape[1]), frames).expand_as(frames)
 
 
-def with_frames(pipeline: Pipeline, frames: int, network: nn.Module | None = None) -> Pipeline:
-    """``pipeline`` for videos of ``frames`` frames (and, if given, another network module)."""
+def with_frames(
+    pipeline: Pipeline, frames: int, network: nn.Module | None = None, batch: int | None = None
+) -> Pipeline:
+    """``pipeline`` for videos of ``frames`` frames (and, if given, another network module and
+    sampling batch size: a network holding a cache of ``batch`` samples takes them all at once)."""
     part = pipeline.recipe.parts["x"]
     recipe = attrs.evolve(pipeline.recipe, parts={"x": attrs.evolve(part, shape=(frames, *part.shape[1:]))})
+    if batch is not None:
+        recipe = attrs.evolve(recipe, sample=attrs.evolve(recipe.sample, batch_size=batch))
     denoiser = pipeline.denoiser if network is None else attrs.evolve(pipeline.denoiser, network=network)
     return attrs.evolve(pipeline, recipe=recipe, denoiser=denoiser)
 
@@ -123,7 +128,7 @@ def rollout(
             chunk_seed = (seed * 1_000_003 + done) % (2**62)
             if causal and cache:
                 network = CachedFrames(module, kv, absent, scale)
-                view = attrs.evolve(with_frames(pipeline, new, network), guidance=None)
+                view = attrs.evolve(with_frames(pipeline, new, network, batch=video.shape[0]), guidance=None)
                 frames = view.sample(video.shape[0], seed=chunk_seed)
                 kv = module.cache_frames(frames, 0.0, kv)
                 if scale != 1.0:
