@@ -39,6 +39,7 @@ bench: bench-install $(TEST_STAMP)
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python sudoku.py
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python text.py
 	cd benchmarks && ../$(BIN)/python scale_out.py
+	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python video.py rollout --batch 1 --length 32
 	cd benchmarks && for b in cost fidelity stability tasks; do OMP_NUM_THREADS=1 ../$(BIN)/python video.py $$b || exit 1; done
 
 bench-install: $(STAMP)

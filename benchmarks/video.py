@@ -5,6 +5,7 @@ one set of weights doing four tasks.
 Usage (from ``benchmarks/``)::
 
     OMP_NUM_THREADS=1 ../.venv/bin/python video.py cost       # 1: the causal video:moving-digits model
+    OMP_NUM_THREADS=1 ../.venv/bin/python video.py rollout --batch 1 --length 32  # 1: one whole rollout
     OMP_NUM_THREADS=1 ../.venv/bin/python video.py fidelity   # 2: video:bouncing
     OMP_NUM_THREADS=1 ../.venv/bin/python video.py stability  # 3: both, 256 frames
     OMP_NUM_THREADS=1 ../.venv/bin/python video.py tasks      # 4: video:bouncing
@@ -93,16 +94,22 @@ def bench_cost(args) -> None:
         print(f"| {length} | {c:.3f} | {u:.3f} | {u / c:.1f}x | {flops_c:.3f} | {flops_u:.3f} |", flush=True)
     spread = max(cached.values()) / min(cached.values()) - 1
     print(f"\ncached cost per frame varies by {100 * spread:.0f}% from 16 to 128 frames (max/min - 1)")
-    # a whole rollout: 4 given frames, 60 generated, cached vs recomputed, and how far apart they end
+
+
+def bench_rollout(args) -> None:
+    """A whole rollout: 4 given frames, extended to ``--length`` frames, cached vs recomputed."""
+    pipe = pipeline(args.digits, "video:moving-digits")
+    header(f"video:moving-digits, {pipe.grid.steps} DDIM steps per frame, batch {args.batch}")
     context = scenes.MovingDigits(count=args.batch, frames=4, seed=TRUTH_SEED + SEED, split="test").load().parts["x"]
     times, videos = {}, {}
     for cache in (True, False):
         start = time.perf_counter()
-        videos[cache] = rollout(pipe, 64, context=context, cache=cache, seed=0)
+        videos[cache] = rollout(pipe, args.length, context=context, cache=cache, seed=0)
         times[cache] = time.perf_counter() - start
+    gap = float((videos[True] - videos[False]).abs().max())
     print(
-        f"whole rollout to 64 frames from 4 given: cached {times[True]:.1f} s, recomputed {times[False]:.1f} s "
-        f"({times[False] / times[True]:.1f}x)"
+        f"whole rollout to {args.length} frames from 4 given: cached {times[True]:.1f} s, recomputed "
+        f"{times[False]:.1f} s ({times[False] / times[True]:.1f}x); largest difference {gap:.2g}"
     )
 
 
@@ -261,7 +268,7 @@ def bench_tasks(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=("cost", "fidelity", "stability", "tasks"))
+    parser.add_argument("which", choices=("cost", "rollout", "fidelity", "stability", "tasks"))
     parser.add_argument("--bouncing", type=Path, help="a video:bouncing checkpoint (default: the shipped weights)")
     parser.add_argument("--digits", type=Path, help="a video:moving-digits checkpoint (default: the shipped weights)")
     parser.add_argument("--num", type=int, default=64)
