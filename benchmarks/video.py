@@ -101,15 +101,14 @@ def bench_rollout(args) -> None:
     pipe = pipeline(args.digits, "video:moving-digits")
     header(f"video:moving-digits, {pipe.grid.steps} DDIM steps per frame, batch {args.batch}")
     context = scenes.MovingDigits(count=args.batch, frames=4, seed=TRUTH_SEED + SEED, split="test").load().parts["x"]
-    times, videos = {}, {}
+    times = {}
     for cache in (True, False):
         start = time.perf_counter()
-        videos[cache] = rollout(pipe, args.length, context=context, cache=cache, seed=0)
+        rollout(pipe, args.length, context=context, cache=cache, seed=0)
         times[cache] = time.perf_counter() - start
-    gap = float((videos[True] - videos[False]).abs().max())
     print(
         f"whole rollout to {args.length} frames from 4 given: cached {times[True]:.1f} s, recomputed "
-        f"{times[False]:.1f} s ({times[False] / times[True]:.1f}x); largest difference {gap:.2g}"
+        f"{times[False]:.1f} s ({times[False] / times[True]:.1f}x)"
     )
 
 

@@ -12,8 +12,10 @@ special-cased:
   (:meth:`~diffusekit_video.networks.SpatioTemporalModule.forward_step`). Cost per frame is
   flat in the rollout length (Gao et al., 2024, "ViD-GPT"; Gao et al., 2024, "Ca2-VDM").
 * **causal network, recomputed** (``cache=False``): every step runs the whole video so far,
-  the finished frames held at t = 0 — the same result up to float rounding, at a cost that
-  grows with the length (the baseline the cache is measured against).
+  the finished frames held at t = 0 — the network computes the same for the new frames up to
+  float rounding (property-tested), at a cost that grows with the length (the baseline the
+  cache is measured against). The two draw their starting noise differently (the recompute
+  draws it for the whole video), so from one seed they give different samples.
 * **bidirectional network**: a sliding window of the network's ``frames``; the last
   ``frames - chunk`` frames are given (held at t = 0) and ``chunk`` new ones generated.
 """
