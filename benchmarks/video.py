@@ -149,11 +149,16 @@ def baselines(clips: scenes.BallClips, given: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def bench_fidelity(args) -> None:
+def bouncing(args) -> tuple[dk.Pipeline, int, scenes.BallClips, torch.Tensor]:
+    """The bouncing pipeline, its clip length, and ``--num`` simulator clips (with states, and as frames in [-1, 1])."""
     pipe = pipeline(args.bouncing, "video:bouncing")
     frames = pipe.recipe.parts["x"].shape[0]
     clips = truth(args.num, frames)
-    real = clips.frames * 2 - 1
+    return pipe, frames, clips, clips.frames * 2 - 1
+
+
+def bench_fidelity(args) -> None:
+    pipe, frames, clips, real = bouncing(args)
     header(f"video:bouncing, {args.num} clips of {frames} frames, simulator seed {TRUTH_SEED + SEED}")
     floor = tracking.position_error(real, clips.positions, value_range=(-1.0, 1.0)).mean()
     print(f"tracker error on the simulator's own frames: {floor:.2f} px\n")
@@ -230,10 +235,7 @@ def bench_stability(args) -> None:
 
 
 def bench_tasks(args) -> None:
-    pipe = pipeline(args.bouncing, "video:bouncing")
-    frames = pipe.recipe.parts["x"].shape[0]
-    clips = truth(args.num, frames)
-    real = clips.frames * 2 - 1
+    pipe, frames, clips, real = bouncing(args)
     header(f"video:bouncing (one checkpoint), {args.num} clips per task")
     print("| task | given frames | metric | generated | reference |")
     print("|---|---|---|---:|---:|")
