@@ -175,10 +175,34 @@ def test_fully_sharded_training_computes_the_same_steps_and_resumes_sharded(fold
     """FSDP (train.shard) on two processes: the loss trajectory of one process, and a checkpoint
     of whole tensors that a sharded run resumes (its optimizer state and average re-sharded)."""
     shard = ["--set", "train.shard=true", "--no-progress"]
-    _finish(_launch(["train", "r.toml", "--out", "fsdp/m.safetensors", "--steps", "3", *shard], cwd=folder))
-    _finish(_launch(["train", "r.toml", "--out", "fsdp/m.safetensors", "--steps", "9", "--resume", *shard], cwd=folder))
+    _finish_past_gloo_abort(["train", "r.toml", "--out", "fsdp/m.safetensors", "--steps", "3", *shard], folder, "fsdp")
+    _finish_past_gloo_abort(
+        ["train", "r.toml", "--out", "fsdp/m.safetensors", "--steps", "9", "--resume", *shard], folder
+    )
     want = {step: loss for step, loss in _losses(folder / "one" / "m.metrics.jsonl").items() if step <= 9}
     _assert_same_trajectory(_losses(folder / "fsdp" / "m.metrics.jsonl"), want)
+
+
+GLOO_ABORT = "terminate called without an active exception"
+
+
+def _finish_past_gloo_abort(args: list[str], cwd: Path, fresh: str | None = None) -> None:
+    """Run a sharded job; once, rerun it if a process died in torch's C++ with ``GLOO_ABORT``.
+
+    On loaded CI machines a CPU FSDP job on gloo has twice been killed that way (SIGABRT, no
+    Python traceback; never in dozens of local runs), also after the processes were made to
+    wait for each other before leaving the group. It comes from torch's gloo threads, not from
+    what is tested here, so a second attempt (from scratch: ``fresh`` is removed) must pass;
+    any other failure fails at once.
+    """
+    process = _launch(args, cwd=cwd)
+    out, err = process.communicate(timeout=240)
+    if process.returncode != 0 and GLOO_ABORT in err:
+        if fresh is not None:
+            shutil.rmtree(cwd / fresh, ignore_errors=True)
+        process = _launch(args, cwd=cwd)
+        out, err = process.communicate(timeout=240)
+    assert process.returncode == 0, err[-3000:]
 
 
 @settings(max_examples=50, deadline=None)
