@@ -203,11 +203,17 @@ def test_per_sample_time_plan_through_sample():
 
 def test_beyond_the_trained_range_the_time_is_clamped():
     """A rectified flow reaches alpha = 0 at t = 1, below any VP model's lowest log-SNR: the model
-    answers at its noisiest level, which is close to the exact answer there (the data mean)."""
+    answers at its noisiest level, which is exactly the VP posterior mean there, and close to the exact
+    answer at alpha = 0 (the data mean)."""
     adapted, direct = _pair(VPCosine(), RectifiedFlow())
-    x = torch.randn(8, 2, 3, dtype=F64)
+    x = torch.randn(8, 2, 3, dtype=F64, generator=torch.Generator().manual_seed(11))
     got, want = adapted(x, 1.0), direct(x, 1.0)
-    assert torch.allclose(got.x0, want.x0, atol=1e-2)  # VPCosine's alpha(1) is 5.5e-4
+    end = VPCosine().coefficients(torch.tensor(1.0, dtype=F64))  # alpha = 5.5e-4, sigma = 1 - 1.5e-7
+    clamped = MIXTURE.posterior_mean(x, end.alpha, end.sigma)
+    assert torch.allclose(got.x0, clamped, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(want.x0, MIXTURE.mean().expand_as(x), rtol=1e-12, atol=1e-12)
+    # to first order the posterior mean leaves the data mean by alpha * Cov(x0) x: small, not zero
+    assert float((got.x0 - want.x0).abs().max()) < 50 * float(end.alpha) * float(x.abs().max())
     assert torch.allclose(got.eps, x, rtol=1e-12, atol=1e-12)  # at alpha = 0, x_t is the noise itself
     run = {"plan": UniformGrid(steps=12), "dtype": F64}
     got = DDIM().sample(adapted, (64, 2, 3), generator=torch.Generator().manual_seed(3), **run)
