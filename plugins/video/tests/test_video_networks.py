@@ -9,7 +9,7 @@ from diffusekit.condition import ClassLabel
 from diffusekit.recipe import ComponentSpec
 from diffusekit.testing.contracts import network_contracts
 from diffusekit.testing.reference import TrigonometricSchedule
-from diffusekit_video.networks import SpatioTemporalTransformer
+from diffusekit_video.networks import SpatioTemporalTransformer, neighbourhood
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -72,12 +72,13 @@ def test_equal_per_frame_time_is_the_scalar_time(batch: int, frames: int, t: flo
 @given(st.integers(1, 2), st.integers(2, 3 * FRAMES), st.data())
 def test_causal_output_ignores_later_frames(batch: int, frames: int, data) -> None:
     refine = data.draw(st.sampled_from([0, 3]), label="refine")  # the conv head sees one frame at a time
+    neighbours = data.draw(st.sampled_from([0, 1]), label="neighbours")
     k = data.draw(st.integers(0, frames - 2))
     x, t = video(batch, frames, frames)
     y, s = x.clone(), t.clone()
     y[:, k + 1 :] += torch.randn_like(y[:, k + 1 :])
     s[:, k + 1 :] = torch.rand_like(s[:, k + 1 :])
-    m = model(causal=True, refine=refine)
+    m = model(causal=True, refine=refine, neighbours=neighbours)
     with torch.no_grad():
         a, b = m(x, t, None), m(y, s, None)
     assert torch.allclose(a[:, : k + 1], b[:, : k + 1], rtol=0, atol=1e-6)
@@ -97,14 +98,21 @@ def test_non_causal_output_sees_later_frames(frames: int, data) -> None:
 
 
 @examples
-@given(st.integers(1, 2), st.integers(1, 3 * FRAMES), st.integers(1, 3), st.integers(0, 2**16), st.sampled_from([0, 3]))
+@given(
+    st.integers(1, 2),
+    st.integers(1, 3 * FRAMES),
+    st.integers(1, 3),
+    st.integers(0, 2**16),
+    st.sampled_from([0, 3]),
+    st.sampled_from([0, 1]),
+)
 def test_cached_rollout_equals_the_full_causal_forward(
-    batch: int, length: int, block: int, seed: int, refine: int
+    batch: int, length: int, block: int, seed: int, refine: int, neighbours: int
 ) -> None:
     """Frames generated ``block`` at a time, each block attending to the cache of the earlier
     ones (which slides past ``FRAMES``), give the full forward's output for that block."""
     x, t = video(batch, length, seed)
-    m = model(causal=True, seed=seed, refine=refine)
+    m = model(causal=True, seed=seed, refine=refine, neighbours=neighbours)
     with torch.no_grad():
         full = m(x, t, None)
         cache = None
@@ -147,6 +155,43 @@ def test_one_layer_cache_equals_a_forward_over_the_window(length: int, seed: int
     assert close(step, window)
 
 
+@examples
+@given(st.integers(1, 4), st.integers(0, 2), st.integers(1, 3), st.integers(0, 2**16))
+def test_neighbourhood_gathers_each_patchs_neighbours_with_zeros_off_the_grid(
+    grid: int, radius: int, length: int, seed: int
+) -> None:
+    z = torch.randn(2, grid * grid, 3, length, 2, generator=torch.Generator().manual_seed(seed))
+    side = 2 * radius + 1
+    got = neighbourhood(z, grid, radius).reshape(2, grid, grid, 3, side, side, length, 2)
+    cells = z.reshape(2, grid, grid, 3, length, 2)
+    for row in range(grid):
+        for col in range(grid):
+            for dy in range(-radius, radius + 1):
+                for dx in range(-radius, radius + 1):
+                    r, c = row + dy, col + dx
+                    want = cells[:, r, c] if 0 <= r < grid and 0 <= c < grid else torch.zeros_like(cells[:, 0, 0])
+                    assert torch.equal(got[:, row, col, :, dy + radius, dx + radius], want), (row, col, dy, dx)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_neighbours_masked_to_the_centre_are_the_plain_temporal_attention(causal: bool) -> None:
+    """An offset bias of -inf everywhere but the centre leaves each patch attending to itself
+    across frames: the network without neighbours, same weights, same output (this pins the
+    order of neighbours and frames in the attention mask)."""
+    wide = model(causal, seed=3, size=12, neighbours=1)
+    plain = spec(causal=causal, size=12).build().eval()
+    plain.load_state_dict({k: v for k, v in wide.state_dict().items() if "offset_bias" not in k})
+    with torch.no_grad():
+        for block in wide.blocks:
+            block.offset_bias.fill_(float("-inf"))
+            block.offset_bias[:, 4] = 0.0  # the centre of the 3 x 3 neighbourhood
+        g = torch.Generator().manual_seed(4)
+        x, t = torch.randn(2, 2 * FRAMES, 1, 12, 12, generator=g), torch.rand(2, 2 * FRAMES, generator=g)
+        assert close(wide(x, t, None), plain(x, t, None))
+        wide.blocks[0].offset_bias[:, 0] = 0.0  # a neighbour let in changes the output
+        assert not close(wide(x, t, None), plain(x, t, None))
+
+
 def test_deterministic_given_the_seed() -> None:
     x, t = video(2, 3, 0)
     a, b, c = model(True, seed=5), model(True, seed=5), model(True, seed=6)
@@ -158,8 +203,9 @@ def test_deterministic_given_the_seed() -> None:
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("refine", [0, 3])
-def test_network_contracts(causal: bool, refine: int) -> None:
-    for _doc, check in network_contracts(spec(causal=causal, refine=refine)).values():
+@pytest.mark.parametrize("neighbours", [0, 1])
+def test_network_contracts(causal: bool, refine: int, neighbours: int) -> None:
+    for _doc, check in network_contracts(spec(causal=causal, refine=refine, neighbours=neighbours)).values():
         check()
 
 
@@ -186,6 +232,8 @@ def test_refusals() -> None:
         spec(size=10)
     with pytest.raises(ValueError):
         spec(d_model=12, heads=4)  # heads of odd width: no rotary pairs
+    with pytest.raises(ValueError, match="neighbours"):
+        spec(neighbours=2)  # a 2 x 2 patch grid has no neighbours two steps away
 
 
 def part(shape, time_dims: int = 2) -> dict[str, PartSpec]:

@@ -14,6 +14,15 @@ with ``causal=True``, only to itself and earlier ones; Gao et al., 2024, "ViD-GP
 ``frames`` frames this is plain full or causal attention; longer videos see only the
 offsets the model was trained on (a sliding window).
 
+**Local space-time attention** (``neighbours = r`` > 0). Attending across frames at one patch
+position only, an object that moves into the next patch must be carried there by the spatial
+attention of a later layer, which cannot see other frames; small models then let moving
+objects fade and reappear. With ``r`` > 0 a patch attends across frames to the ``K = (2r + 1)²``
+patches around its position (zero keys and values off the grid), with a learned bias per
+head and offset: the local space-time window of video transformers such as the Video Swin
+Transformer (Liu et al., 2022), kept factorized. Causality and the KV cache are unchanged:
+the cache keeps each position's keys, and the neighbourhood is gathered from them.
+
 **KV cache** (causal only). With causal attention a frame's keys and values in every
 layer depend only on that frame and earlier ones, and on their noise levels; a finished
 frame (held at, say, t = 0) therefore has fixed keys and values. :meth:`SpatioTemporalModule.cache_frames`
@@ -29,9 +38,9 @@ frame's keys carry what it saw of frames older than the window, as in a full for
 
 Cost per generated frame and denoising step, per layer (``N`` patches, width ``D``,
 window ``W = min(frames, length)``), in multiply-adds: ``16 N D²`` for projections and MLP,
-``2 N² D`` for spatial and ``2 N W D`` for temporal attention — independent of the rollout
+``2 N² D`` for spatial and ``2 N W K D`` for temporal attention — independent of the rollout
 length. Recomputing without the cache runs all ``L`` frames so far at every step:
-``L (16 N D² + 2 N² D) + 2 N L² D`` (the attention is computed densely, then masked), so the
+``L (16 N D² + 2 N² D) + 2 N L² K D`` (the attention is computed densely, then masked), so the
 whole rollout is quadratic (cubic in the temporal attention) in its length.
 """
 
@@ -117,12 +126,31 @@ class Attention(nn.Module):
         return self.out(o.transpose(1, 2).reshape(m, length, -1))
 
 
-class Block(nn.Module):
-    """Spatial attention, temporal attention, MLP; each pre-normed and modulated by the frame's time (adaLN-Zero)."""
+def neighbourhood(z: Tensor, grid: int, radius: int) -> Tensor:
+    """The keys (or values) ``z`` (B, N, heads, L, head_dim) of every patch's ``K = (2 radius + 1)²``
+    neighbours on the ``grid × grid`` patch grid, ``(B, N, heads, K * L, head_dim)`` ordered by
+    neighbour (row offset, then column offset) then frame; neighbours off the grid are zeros,
+    as in a zero-padded convolution."""
+    b, n, heads, length, hd = z.shape
+    side = 2 * radius + 1
+    z = F.pad(z.reshape(b, grid, grid, heads, length, hd), (0, 0, 0, 0, 0, 0, radius, radius, radius, radius))
+    shifted = [z[:, dy : dy + grid, dx : dx + grid] for dy in range(side) for dx in range(side)]
+    return torch.stack(shifted, dim=4).reshape(b, n, heads, side * side * length, hd)
 
-    def __init__(self, d: int, heads: int, dropout: float) -> None:
+
+class Block(nn.Module):
+    """Spatial attention, temporal attention, MLP; each pre-normed and modulated by the frame's time (adaLN-Zero).
+
+    With ``radius`` > 0 the temporal attention of a patch reaches the patches within ``radius``
+    grid steps of it in the attended frames (with a learned bias per head and neighbour offset),
+    so an object that moves to the next patch is one attention hop away. Off the grid the
+    neighbours' keys and values are zeros (zero padding)."""
+
+    def __init__(self, d: int, heads: int, dropout: float, grid: int = 1, radius: int = 0) -> None:
         super().__init__()
-        self.dropout = dropout
+        self.dropout, self.grid, self.radius = dropout, grid, radius
+        side = 2 * radius + 1
+        self.offset_bias = nn.Parameter(torch.zeros(heads, side * side)) if radius else None
         self.norms = nn.ModuleList(nn.LayerNorm(d, elementwise_affine=False) for _ in range(3))
         self.spatial, self.temporal = Attention(d, heads), Attention(d, heads)
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * d, d))
@@ -146,10 +174,26 @@ class Block(nn.Module):
         q, k = rotate(q, *rope), rotate(k, *rope)
         if past is not None:
             k, val = torch.cat([past[0], k], dim=2), torch.cat([past[1], val], dim=2)
-        o = F.scaled_dot_product_attention(q, k, val, attn_mask=mask, dropout_p=p)
+        if self.radius:
+            o = self._local(q, k, val, mask, b, p)
+        else:
+            o = F.scaled_dot_product_attention(q, k, val, attn_mask=mask, dropout_p=p)
         h = h + mods[5] * self.temporal.merge(o).reshape(b, n, f, d).transpose(1, 2)
         h = h + mods[8] * self.mlp(modulate(self.norms[2](h), mods[6], mods[7]))
         return h, k, val
+
+    def _local(self, q: Tensor, k: Tensor, val: Tensor, mask: Tensor | None, b: int, p: float) -> Tensor:
+        """Temporal attention of each patch to its neighbours' keys and values: ``q`` (B * N, heads, F, hd),
+        ``k``, ``val`` (B * N, heads, L, hd), ``mask`` (F, L) of the frames each frame may see, or None."""
+        n, heads, f, hd = q.shape[0] // b, q.shape[1], q.shape[2], q.shape[3]
+        length, side2 = k.shape[2], self.offset_bias.shape[1]
+        k, val = (neighbourhood(z.reshape(b, n, heads, length, hd), self.grid, self.radius) for z in (k, val))
+        bias = self.offset_bias.to(q.dtype)[:, None, :, None].expand(heads, f, side2, length)
+        if mask is not None:
+            bias = bias.masked_fill(~mask[None, :, None, :], float("-inf"))
+        scores = bias.reshape(heads, f, side2 * length)
+        flat = (z.reshape(b * n, heads, side2 * length, hd) for z in (k, val))
+        return F.scaled_dot_product_attention(q, *flat, attn_mask=scores, dropout_p=p)
 
 
 class SpatioTemporalModule(nn.Module):
@@ -162,7 +206,10 @@ class SpatioTemporalModule(nn.Module):
         self.positions = nn.Parameter(torch.randn(spec.tokens, d) * 0.02)
         self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(1000.0), d // 2)), persistent=False)
         self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
-        self.blocks = nn.ModuleList(Block(d, spec.heads, spec.dropout) for _ in range(spec.layers))
+        grid = spec.size // spec.patch
+        self.blocks = nn.ModuleList(
+            Block(d, spec.heads, spec.dropout, grid, spec.neighbours) for _ in range(spec.layers)
+        )
         self.norm = nn.LayerNorm(d, elementwise_affine=False)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         out = spec.refine or spec.channels
@@ -273,8 +320,9 @@ class SpatioTemporalTransformer(Network):
     over those channels and the noisy frame; Bao et al., 2023, "All are Worth Words: a ViT
     Backbone for Diffusion Models" (U-ViT) end with such a convolution): without it each patch
     is decoded by one linear map and small models draw blocky edges. The head sees one frame
-    at a time, so causality and the KV cache are unaffected. See the module docstring for the
-    cache and its cost.
+    at a time, so causality and the KV cache are unaffected. ``neighbours`` > 0 widens the
+    temporal attention of a patch to the patches within that many grid steps (local space-time
+    attention). See the module docstring for both, the cache and the cost.
     """
 
     channels: int = attrs.field(default=1, validator=v.ge(1))
@@ -287,10 +335,15 @@ class SpatioTemporalTransformer(Network):
     causal: bool = False
     dropout: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.lt(1.0)])
     refine: int = attrs.field(default=0, validator=v.ge(0))
+    neighbours: int = attrs.field(default=0, validator=v.ge(0))
 
     def __attrs_post_init__(self) -> None:
         if self.size % self.patch:
             raise ValueError(f"size {self.size} is not a multiple of patch {self.patch}")
+        if self.neighbours >= self.size // self.patch:
+            raise ValueError(
+                f"neighbours {self.neighbours} must be below the patch grid's side {self.size // self.patch}"
+            )
         if self.d_model % self.heads or (self.d_model // self.heads) % 2:
             raise ValueError(f"d_model {self.d_model} does not split into {self.heads} heads of even width (rotary)")
 
@@ -330,5 +383,5 @@ class SpatioTemporalTransformer(Network):
         """FLOPs of the attention products (scores and weighted values, all layers) of one call
         per sample: ``new`` frames, each attending spatially to its patches and temporally to
         ``context`` frames (with the cache: the cached frames plus the new ones)."""
-        n, d = self.tokens, self.d_model
-        return self.layers * 4 * d * (new * n * n + n * new * context)
+        n, d, side = self.tokens, self.d_model, 2 * self.neighbours + 1
+        return self.layers * 4 * d * (new * n * n + n * new * context * side * side)
