@@ -3,8 +3,10 @@
 import json
 
 import attrs
+import pytest
 import torch
 from diffusekit import ClassLabel, Data, Denoiser, Pipeline, build, load_checkpoint, train
+from diffusekit.errors import ShapeError
 from diffusekit.recipe import ComponentSpec, PartSpec, Recipe, TrainConfig
 from diffusekit.testing.oracle import GaussianMixture
 from diffusekit.training import T_MIN, batch_losses, draw_batch, plan_times, sample_times
@@ -231,3 +233,87 @@ def test_held_elements_are_the_data_and_out_of_the_loss():
     free = (~held).float()
     want = ((error * free).sum(1) / free.sum(1)).mean()
     assert torch.allclose(loss, want.to(loss.dtype), rtol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=_shapes, shared=_rates, hold=_rates, seed=st.integers(0, 2**31), data=st.data())
+def test_data_known_elements_are_always_held_and_the_random_hold_takes_only_free_ones(shape, shared, hold, seed, data):
+    dims = data.draw(st.integers(1, len(shape)), label="known dims")
+    g = torch.Generator().manual_seed(seed)
+    known = torch.rand(shape[:dims], generator=g) < data.draw(_rates, label="known rate")
+    cfg = TrainConfig(shared_time=shared, hold=hold)
+    t, held = plan_times(cfg, shape, torch.Generator().manual_seed(seed), known)
+    full = known.reshape(*known.shape, *([1] * (len(shape) - dims))).expand(shape)
+    assert held is not None and bool(held[full].all()) and bool((t[held] == 0).all())
+    assert bool((t[~held] >= T_MIN).all())
+    if len(shape) > 1:
+        free, randomly = (~full).flatten(1), (held & ~full).flatten(1)
+        # never every free element of a sample held at random, nor the only free one
+        assert not bool((randomly.any(1) & (randomly == free).all(1)).any())
+    if hold == 0.0 or len(shape) < 2:
+        assert torch.equal(held, full)
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=_shapes, shared=_rates, hold=_rates, seed=st.integers(0, 2**31))
+def test_no_known_element_plans_what_no_known_mask_plans(shape, shared, hold, seed):
+    cfg = TrainConfig(shared_time=shared, hold=hold)
+    t, held = plan_times(cfg, shape, torch.Generator().manual_seed(seed))
+    u, kept = plan_times(cfg, shape, torch.Generator().manual_seed(seed), torch.zeros(shape[:1], dtype=torch.bool))
+    assert torch.equal(t, u)
+    assert torch.equal(torch.zeros(shape, dtype=torch.bool) if held is None else held, kept)
+
+
+def _half_pipeline(time_dims: int, **train) -> Pipeline:
+    class Half(nn.Module):
+        def forward(self, x, noise, condition):
+            return 0.5 * x
+
+    recipe = Recipe(
+        parts={
+            "x": PartSpec((5, 3), ComponentSpec("gaussian:vp_cosine"), ComponentSpec("gaussian:eps"), 1.0, time_dims)
+        },
+        network=ComponentSpec("test"),
+        sampler=ComponentSpec("gaussian:ddim"),
+        grid=ComponentSpec("gaussian:karras"),
+        train=TrainConfig(condition_dropout=0.0, **train),
+    )
+    return Pipeline(recipe, Denoiser(Half(), {"x": VPCosine()}, {"x": EpsilonPrediction()}), DDIM(), KarrasGrid())
+
+
+def test_padding_known_in_the_data_is_held_and_out_of_the_loss():
+    """An exact oracle: with padding marked known (rows of different lengths, one all padding),
+    each sample's loss is its mean squared error over its real elements; an all-padding sample adds 0."""
+    pipeline = _half_pipeline(2, shared_time=1.0)
+    lengths = torch.tensor([5, 3, 1, 0] * 8)
+    padding = torch.arange(5)[None, :] >= lengths[:, None]
+    batch = Data({"x": torch.randn(32, 5, 3).masked_fill(padding[..., None], 0.0)}, known={"x": padding})
+    drawn = draw_batch(pipeline, batch, torch.Generator().manual_seed(3))
+    assert torch.equal(drawn.held["x"], padding)
+    x_t, times = drawn.corrupted["x"].x_t, drawn.times["x"]
+    assert torch.equal(x_t[padding], batch.parts["x"][padding]) and bool((times[padding] == 0).all())
+    real = ~padding
+    assert all(times[i][real[i]].unique().numel() <= 1 for i in range(32))  # one time per molecule
+    loss = batch_losses(pipeline.denoiser, batch, drawn)["x"]
+    error = (0.5 * x_t - drawn.corrupted["x"].noise).square().mean(-1)
+    per_sample = (error * real).sum(1) / real.sum(1).clamp(min=1)
+    assert torch.allclose(loss, per_sample.mean().to(loss.dtype), rtol=1e-6)
+    halves = [
+        batch_losses(pipeline.denoiser, batch.take(torch.arange(a, a + 16)), drawn.take(slice(a, a + 16)))
+        for a in (0, 16)
+    ]
+    assert torch.allclose(loss, 0.5 * (halves[0]["x"] + halves[1]["x"]), rtol=1e-6)  # micro-batches sum to it
+
+
+def test_known_masks_are_checked():
+    x = torch.randn(4, 5, 3)
+    with pytest.raises(ShapeError, match="part 'y'"):
+        Data({"x": x}, known={"y": torch.zeros(4, dtype=torch.bool)})
+    with pytest.raises(ShapeError, match="booleans shaped like"):
+        Data({"x": x}, known={"x": torch.zeros(4, 6, dtype=torch.bool)})
+    with pytest.raises(ShapeError, match="booleans shaped like"):
+        Data({"x": x}, known={"x": torch.zeros(4, 5)})
+    data = Data({"x": x}, known={"x": torch.zeros(4, 5, dtype=torch.bool)})
+    assert torch.equal(data.take(torch.tensor([2, 0])).known["x"], torch.zeros(2, 5, dtype=torch.bool))
+    with pytest.raises(ShapeError, match="one time per 1 leading"):
+        draw_batch(_half_pipeline(1), data, torch.Generator().manual_seed(0))

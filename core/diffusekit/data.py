@@ -13,15 +13,36 @@ import torch
 from torch import Tensor
 
 from diffusekit.condition import Condition
+from diffusekit.errors import ShapeError
 from diffusekit.state import Parts, batch_size
 
 
 @attrs.frozen(eq=False)
 class Data:
-    """Training examples: clean parts (batch-first) and an optional condition per example."""
+    """Training examples: clean parts (batch-first), an optional condition per example, and
+    optionally, per part, the elements *known* in every example.
+
+    ``known[name]`` is a boolean mask aligned with the leading dimensions of the part (as a
+    sampler's known mask is): its true elements are held given at t = 0 in every training draw
+    — exactly their data, out of the loss — as a sampler holds elements it is given. Variable-size
+    examples padded to one shape mark their padding so (the atoms a small molecule lacks): the
+    padding never enters the loss, and sampling gives it the same way.
+    """
 
     parts: Parts
     condition: Condition | None = None
+    known: dict[str, Tensor] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        for name, mask in self.known.items():
+            if name not in self.parts:
+                raise ShapeError(f"data: a known mask for part {name!r}, which the data does not have")
+            shape = tuple(self.parts[name].shape)
+            if mask.dtype != torch.bool or mask.ndim < 1 or tuple(mask.shape) != shape[: mask.ndim]:
+                raise ShapeError(
+                    f"data: the known mask of part {name!r} must be booleans shaped like the part's leading "
+                    f"dimensions {shape}, got {mask.dtype} {tuple(mask.shape)}"
+                )
 
     def __len__(self) -> int:
         return batch_size(self.parts)
@@ -30,12 +51,14 @@ class Data:
         return Data(
             {name: value[index] for name, value in self.parts.items()},
             None if self.condition is None else self.condition.take(index),
+            {name: mask[index] for name, mask in self.known.items()},
         )
 
     def to(self, device: torch.device | str) -> Data:
         return Data(
             {name: value.to(device) for name, value in self.parts.items()},
             None if self.condition is None else self.condition.to(device),
+            {name: mask.to(device) for name, mask in self.known.items()},
         )
 
 

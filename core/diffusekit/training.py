@@ -48,7 +48,7 @@ from diffusekit.checkpoint import (
 )
 from diffusekit.data import Data
 from diffusekit.denoiser import Denoiser
-from diffusekit.errors import CheckpointError, ConfigError, TrainingDiverged
+from diffusekit.errors import CheckpointError, ConfigError, ShapeError, TrainingDiverged
 from diffusekit.pipeline import Pipeline
 from diffusekit.plugins import get_registry
 from diffusekit.recipe import Recipe, TrainConfig, instantiate
@@ -189,7 +189,9 @@ class Drawn:
         )
 
 
-def plan_times(cfg: TrainConfig, shape: tuple[int, ...], generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+def plan_times(
+    cfg: TrainConfig, shape: tuple[int, ...], generator: torch.Generator, known: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
     """Training times of shape ``shape`` (the part's ``time_dims`` leading dimensions) and the
     mask of elements held given at t = 0 (``None`` when none is).
 
@@ -202,24 +204,34 @@ def plan_times(cfg: TrainConfig, shape: tuple[int, ...], generator: torch.Genera
     only its first, one with a single element holds none): the frames,
     views or tokens a sampler is later given, seen as it will see them. The other samples
     train with none given, so one model learns both the conditional and the unconditional task.
+
+    ``known`` (``shape``, or fewer leading dimensions) marks elements the data gives in every
+    example (:attr:`Data.known <diffusekit.data.Data.known>`): they are held too, and the random
+    holding above counts only the others (the *free* elements).
     """
     t = sample_times(cfg, shape, generator)
+    if known is not None:
+        known = known.reshape(*known.shape, *([1] * (len(shape) - known.ndim))).expand(shape).cpu()
     if len(shape) < 2:
-        return t, None
+        return (t, None) if known is None else (t.masked_fill(known, 0.0), known)
     rows = (shape[0],) + (1,) * (len(shape) - 1)
     if cfg.shared_time > 0:
         shared = torch.rand(rows, generator=generator, dtype=torch.float64) < cfg.shared_time
         t = torch.where(shared, t.flatten(1)[:, :1].reshape(rows), t)
     if cfg.hold <= 0:
-        return t, None
+        return (t, None) if known is None else (t.masked_fill(known, 0.0), known)
     holding = torch.rand(rows, generator=generator, dtype=torch.float64) < cfg.hold
     rate = torch.rand(rows, generator=generator, dtype=torch.float64)
     held = (torch.rand(shape, generator=generator, dtype=torch.float64) < rate) & holding
-    everything = held.flatten(1).all(1).reshape(rows)
-    first = torch.zeros(shape, dtype=torch.bool)
-    first.view(shape[0], -1)[:, 0] = True
-    # a sample with every element drawn holds only its first (image-to-video); a single element is never held
-    held = torch.where(everything, first & (held[0].numel() > 1), held)
+    free = torch.ones(shape, dtype=torch.bool) if known is None else ~known
+    held &= free
+    everything = (held == free).flatten(1).all(1).reshape(rows)
+    # a sample with every free element drawn holds only its first (image-to-video); a single one is never held
+    first = free & (free.flatten(1).cumsum(1) == 1).reshape(shape)
+    several = free.flatten(1).sum(1).reshape(rows) > 1
+    held = torch.where(everything, first & several, held)
+    if known is not None:
+        held = held | known
     return t.masked_fill(held, 0.0), held
 
 
@@ -232,7 +244,14 @@ def draw_batch(pipeline: Pipeline, batch: Data, generator: torch.Generator) -> D
         condition = condition.dropout(cfg.condition_dropout, generator)
     times, corrupted, held = {}, {}, {}
     for name, x0 in batch.parts.items():
-        times[name], mask = plan_times(cfg, tuple(x0.shape[: recipe.parts[name].time_dims]), generator)
+        time_dims = recipe.parts[name].time_dims
+        known = batch.known.get(name)
+        if known is not None and known.ndim > time_dims:
+            raise ShapeError(
+                f"data: the known mask of part {name!r} has {known.ndim} dimensions; the part has one time "
+                f"per {time_dims} leading dimension(s), so known elements can be held only at that granularity"
+            )
+        times[name], mask = plan_times(cfg, tuple(x0.shape[:time_dims]), generator, known)
         corrupted[name] = pipeline.denoiser.schedules[name].corrupt(x0, times[name], generator)
         if mask is not None:
             held[name] = mask
@@ -243,7 +262,8 @@ def draw_batch(pipeline: Pipeline, batch: Data, generator: torch.Generator) -> D
 
 def batch_losses(denoiser: Denoiser, batch: Data, drawn: Drawn) -> dict[str, Tensor]:
     """The per-part mean losses of ``batch`` under its draws (before the per-part weights).
-    Elements held given are left out: a sample's loss is the mean over its other elements."""
+    Elements held given are left out: a sample's loss is the mean over its other elements (0 when
+    it has none)."""
     prepared = denoiser.prepare({n: c.x_t for n, c in drawn.corrupted.items()}, drawn.times)
     raw = denoiser.run_network(prepared, drawn.condition)
     losses = {}
@@ -253,7 +273,10 @@ def batch_losses(denoiser: Denoiser, batch: Data, drawn: Drawn) -> dict[str, Ten
             losses[name] = loss.mean()
             continue
         free = (~align_time(drawn.held[name], loss)).expand_as(loss)
-        per_row = torch.where(free, loss, 0.0).flatten(1).sum(1) / free.flatten(1).sum(1)
+        count = free.flatten(1).sum(1)
+        per_row = torch.where(free, loss, 0.0).flatten(1).sum(1) / count.clamp(min=1)
+        # a sample with nothing free (all of it given by the data) adds 0: each sample keeps its share of
+        # the batch, so micro-batches and processes still sum to the whole batch's loss
         losses[name] = per_row.mean()
     return losses
 
