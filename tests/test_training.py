@@ -317,3 +317,37 @@ def test_known_masks_are_checked():
     assert torch.equal(data.take(torch.tensor([2, 0])).known["x"], torch.zeros(2, 5, dtype=torch.bool))
     with pytest.raises(ShapeError, match="one time per 1 leading"):
         draw_batch(_half_pipeline(1), data, torch.Generator().manual_seed(0))
+
+
+def _two_part_pipeline(**train) -> Pipeline:
+    class Half(nn.Module):
+        def forward(self, x, noise, condition):
+            return {name: 0.5 * value for name, value in x.items()}
+
+    part = PartSpec((5, 3), ComponentSpec("gaussian:vp_cosine"), ComponentSpec("gaussian:eps"), 1.0, 2)
+    recipe = Recipe(
+        parts={"pos": part, "atoms": attrs.evolve(part, shape=(5, 2), time_dims=1)},
+        network=ComponentSpec("test"),
+        sampler=ComponentSpec("gaussian:ddim"),
+        grid=ComponentSpec("gaussian:karras"),
+        train=TrainConfig(condition_dropout=0.0, **train),
+    )
+    schedules, params = {n: VPCosine() for n in recipe.parts}, {n: EpsilonPrediction() for n in recipe.parts}
+    return Pipeline(recipe, Denoiser(Half(), schedules, params), DDIM(), KarrasGrid())
+
+
+@settings(max_examples=20, deadline=None)
+@given(shared=_rates, seed=st.integers(0, 2**31))
+def test_parts_share_one_time_per_sample_as_configured(shared, seed):
+    pipeline = _two_part_pipeline(shared_parts=shared, hold=0.5)
+    padding = torch.arange(5)[None, :] >= torch.randint(1, 6, (64, 1), generator=torch.Generator().manual_seed(seed))
+    batch = Data({"pos": torch.randn(64, 5, 3), "atoms": torch.randn(64, 5, 2)}, known={"pos": padding})
+    drawn = draw_batch(pipeline, batch, torch.Generator().manual_seed(seed))
+    pos, atoms, held = drawn.times["pos"], drawn.times["atoms"], drawn.held["pos"]
+    assert bool((pos[held] == 0).all()) and bool(held[padding].all())
+    free = ~held
+    tied = torch.tensor([bool((pos[i][free[i]] == atoms[i]).all()) for i in range(64)])
+    if shared == 1.0:
+        assert bool(tied.all())
+    if shared == 0.0:  # independent uniform draws: equal only by chance (probability 0)
+        assert not bool(tied.any())

@@ -90,6 +90,11 @@ class TrainConfig:
     shared_time: float = attrs.field(
         default=0.0, validator=[finite, attrs.validators.ge(0.0), attrs.validators.le(1.0)]
     )
+    # states with several parts: the probability that all of a sample's parts share one time
+    # (every free element of every part), as when the parts are sampled together on one grid
+    shared_parts: float = attrs.field(
+        default=0.0, validator=[finite, attrs.validators.ge(0.0), attrs.validators.le(1.0)]
+    )
     # the probability that a sample holds a random subset of its time elements (frames, tokens)
     # given at t = 0, as sampling with given elements does; held elements are out of the loss
     hold: float = attrs.field(default=0.0, validator=[finite, attrs.validators.ge(0.0), attrs.validators.le(1.0)])

@@ -252,10 +252,19 @@ def draw_batch(pipeline: Pipeline, batch: Data, generator: torch.Generator) -> D
                 f"per {time_dims} leading dimension(s), so known elements can be held only at that granularity"
             )
         times[name], mask = plan_times(cfg, tuple(x0.shape[:time_dims]), generator, known)
-        corrupted[name] = pipeline.denoiser.schedules[name].corrupt(x0, times[name], generator)
         if mask is not None:
             held[name] = mask
-            kept = align_time(mask, x0)  # exactly the data, whatever the schedule's rounding at t = 0
+    if cfg.shared_parts > 0 and len(times) > 1:
+        n = len(batch)
+        tied = torch.rand((n,), generator=generator, dtype=torch.float64) < cfg.shared_parts
+        common = sample_times(cfg, (n,), generator)
+        for name, t in times.items():
+            keep = ~align_time(tied, t) if name not in held else ~align_time(tied, t) | held[name]
+            times[name] = torch.where(keep, t, align_time(common, t))
+    for name, x0 in batch.parts.items():
+        corrupted[name] = pipeline.denoiser.schedules[name].corrupt(x0, times[name], generator)
+        if name in held:
+            kept = align_time(held[name], x0)  # exactly the data, whatever the schedule's rounding at t = 0
             corrupted[name] = Corrupted(torch.where(kept, x0, corrupted[name].x_t), corrupted[name].noise)
     return Drawn(condition, times, corrupted, held)
 
