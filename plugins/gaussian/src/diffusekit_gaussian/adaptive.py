@@ -112,18 +112,17 @@ class AdaptiveODE(Sampler):
             if norm <= 1.0:
                 tau, y, k1 = tau + dtau, y_new, ks[6]  # first same as last
             dtau *= min(5.0, max(0.2, 0.9 * (norm if norm > 0 else 1e-10) ** -0.2))
-        out = {}
+        out, t_end, c_end, landing = {}, {}, {}, {}
         for p, xp in x.items():
-            t_end = denoiser.schedules[p].t_from_log_snr(-2.0 * (u0[p] + span[p]))
-            c_end = denoiser.schedules[p].coefficients(t_end)
-            x_end = (c_end.alpha * y[p]).to(xp.dtype)
-            landing = (_as_tensor(times.c_to[p].sigma, xp) == 0) & (span[p] != 0)
-            if bool(landing.any()):
-                final = denoiser(
-                    {p: x_end}, {p: _network_time(t_end, times.t_from[p])}, condition, {p: c_end.align(x_end)}
-                )
-                x_end = torch.where(landing, final[p].x0, x_end)
-            out[p] = x_end
+            t_end[p] = denoiser.schedules[p].t_from_log_snr(-2.0 * (u0[p] + span[p]))
+            c_end[p] = denoiser.schedules[p].coefficients(t_end[p])
+            out[p] = (c_end[p].alpha * y[p]).to(xp.dtype)
+            c_end[p] = c_end[p].align(out[p])
+            landing[p] = (_as_tensor(times.c_to[p].sigma, xp) == 0) & (span[p] != 0)
+        if any(bool(m.any()) for m in landing.values()):  # one call on every part: the network sees the whole state
+            ts = {p: _network_time(t_end[p], times.t_from[p]) for p in x}
+            final = denoiser(dict(out), ts, condition, c_end)
+            out = {p: torch.where(landing[p], final[p].x0, out[p]) for p in x}
         return Step(out, pred)
 
 

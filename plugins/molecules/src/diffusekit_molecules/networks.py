@@ -1,0 +1,127 @@
+"""Registered molecule denoisers: EGNN and the EQGAT-style network on the molecule state.
+
+The state (:mod:`diffusekit_molecules.state`) has two Gaussian parts: ``pos``, positions in
+zero-centre-of-mass subspace coordinates ``(N - 1, 3)``, and ``atoms``, scaled one-hot types
+``(N, types)``, each with one time per row (padding is held at t = 0). A call maps ``pos``
+back to centred positions, appends each atom's noise level to its features (EDM feeds the
+time to the network this way), runs the equivariant network of :mod:`diffusekit_molecules.egnn`
+with the atom mask of the :class:`~diffusekit_molecules.state.MoleculeSize` condition, and
+maps its equivariant output back to subspace coordinates. The output for ``pos`` therefore
+rotates with the input and the output for ``atoms`` is invariant; padding never reaches
+a real atom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+import torch
+from attrs import validators as v
+from diffusekit import Condition, ConfigError, Network, PartSpec, Schedule, ShapeError
+from torch import Tensor, nn
+
+from diffusekit_molecules import egnn
+from diffusekit_molecules.state import from_subspace, molecule_size, to_subspace
+
+
+class MoleculeModule(nn.Module):
+    """``({"pos", "atoms"}, {"pos", "atoms"} noise levels, MoleculeSize) -> {"pos", "atoms"}``."""
+
+    def __init__(self, core: nn.Module) -> None:
+        super().__init__()
+        self.core = core
+
+    def forward(self, x: Mapping[str, Tensor], noise: Mapping[str, Tensor], condition: Condition | None) -> dict:
+        y, h = x["pos"], x["atoms"]
+        b, n = h.shape[0], h.shape[1]
+        if y.ndim != 3 or tuple(y.shape) != (b, n - 1, 3):
+            raise ShapeError(
+                f"molecule parts: pos ({b}, {n - 1}, 3) expected beside atoms {tuple(h.shape)}, got {tuple(y.shape)}"
+            )
+        size = molecule_size(condition)
+        if size.max_atoms != n or size.batch_size != b:
+            raise ShapeError(
+                f"the MoleculeSize condition is for {size.batch_size} x {size.max_atoms} atoms, the state {b} x {n}"
+            )
+        mask = size.mask().to(h.device)
+        level = torch.as_tensor(noise["atoms"], dtype=h.dtype, device=h.device)
+        while level.ndim > 2:  # times aligned with the data: (B, N, 1)
+            level = level.squeeze(-1)
+        level = level.reshape(*level.shape, *([1] * (2 - level.ndim))).expand(b, n)
+        pos_out, h_out, _ = self.core(from_subspace(y), torch.cat([h, level[..., None]], -1), mask)
+        # pos_out has zero mean over the real atoms and is 0 on padding: its subspace coordinates are exact
+        return {"pos": to_subspace(pos_out, mask), "atoms": h_out}
+
+
+class _MoleculeNetwork(Network):
+    """What both registered networks share: the parts they take and how they are built."""
+
+    atom_types: int
+
+    def _config(self) -> egnn.EGNNConfig | egnn.EQGATConfig:
+        raise NotImplementedError
+
+    def build(self) -> MoleculeModule:
+        return MoleculeModule(self._config().build())
+
+    def check_parts(self, parts: Mapping[str, PartSpec], schedules: Mapping[str, Schedule]) -> None:
+        """Refuse anything but Gaussian ``pos`` ``(N - 1, 3)`` and ``atoms`` ``(N, atom_types)`` with one time per row."""
+        if sorted(parts) != ["atoms", "pos"]:
+            raise ConfigError("parts", f"a molecule network takes the parts 'pos' and 'atoms', got {sorted(parts)}")
+        atoms, pos = parts["atoms"].shape, parts["pos"].shape
+        if len(atoms) != 2 or atoms[1] != self.atom_types:
+            raise ConfigError("parts.atoms.shape", f"must be [N, {self.atom_types}] (atom_types), got {list(atoms)}")
+        if list(pos) != [atoms[0] - 1, 3]:
+            raise ConfigError("parts.pos.shape", f"must be [{atoms[0] - 1}, 3] (N - 1 subspace rows), got {list(pos)}")
+        for name in parts:
+            if schedules[name].kind != "gaussian":
+                raise ConfigError(f"parts.{name}.schedule", f"must be Gaussian, got {type(schedules[name]).__name__}")
+            if parts[name].time_dims != 2:
+                raise ConfigError(f"parts.{name}.time_dims", "must be 2: one time per row, so padding can be held")
+
+
+@attrs.frozen
+class EGNNDenoiser(_MoleculeNetwork):
+    """EGNN (Satorras et al., 2021) as EDM uses it (Hoogeboom et al., 2022); see :class:`~diffusekit_molecules.egnn.EGNN`."""
+
+    atom_types: int = attrs.field(default=5, validator=v.ge(1))
+    width: int = attrs.field(default=128, validator=v.ge(1))
+    layers: int = attrs.field(default=6, validator=v.ge(1))
+    sublayers: int = attrs.field(default=1, validator=v.ge(1))
+    attention: bool = True
+    coords_range: float = attrs.field(default=15.0, validator=v.gt(0.0))
+    normalization_factor: float = attrs.field(default=1.0, validator=v.gt(0.0))
+
+    def _config(self) -> egnn.EGNNConfig:
+        return egnn.EGNNConfig(
+            in_features=self.atom_types + 1,
+            out_features=self.atom_types,
+            width=self.width,
+            layers=self.layers,
+            sublayers=self.sublayers,
+            attention=self.attention,
+            coords_range=self.coords_range,
+            normalization_factor=self.normalization_factor,
+        )
+
+
+@attrs.frozen
+class EQGATDenoiser(_MoleculeNetwork):
+    """The EQGAT-style attention network (Le et al., 2024); see :class:`~diffusekit_molecules.egnn.EQGAT`."""
+
+    atom_types: int = attrs.field(default=5, validator=v.ge(1))
+    width: int = attrs.field(default=128, validator=v.ge(1))
+    vector_width: int = attrs.field(default=32, validator=v.ge(1))
+    edge_width: int = attrs.field(default=32, validator=v.ge(1))
+    layers: int = attrs.field(default=6, validator=v.ge(1))
+
+    def _config(self) -> egnn.EQGATConfig:
+        return egnn.EQGATConfig(
+            in_features=self.atom_types + 1,
+            out_features=self.atom_types,
+            width=self.width,
+            vector_width=self.vector_width,
+            edge_width=self.edge_width,
+            layers=self.layers,
+        )

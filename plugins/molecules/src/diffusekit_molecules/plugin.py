@@ -1,0 +1,23 @@
+"""The ``molecules`` plugin: registers its components through diffusekit's public hooks."""
+
+from __future__ import annotations
+
+from diffusekit import hookimpl
+
+from diffusekit_molecules import datasets, networks, state
+
+
+@hookimpl
+def register_networks(register):
+    register(networks.EGNNDenoiser, name="egnn")
+    register(networks.EQGATDenoiser, name="eqgat")
+
+
+@hookimpl
+def register_datasets(register):
+    register(datasets.QM9Dataset, name="qm9")
+
+
+@hookimpl
+def register_conditions(register):
+    register(state.MoleculeSize, name="molecule_size")
