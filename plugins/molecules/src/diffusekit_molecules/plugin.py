@@ -21,3 +21,10 @@ def register_datasets(register):
 @hookimpl
 def register_conditions(register):
     register(state.MoleculeSize, name="molecule_size")
+
+
+@hookimpl
+def register_commands(cli):
+    from diffusekit_molecules import commands
+
+    commands.register(cli)
