@@ -1,7 +1,7 @@
 #!/usr/bin/env sh
 # How the shipped video weights are made (run from the repository root, after `make install`):
-# train each method's recipe on CPU, one thread each, both at once on 2 cores (13,000 steps of
-# batch 8, about 0.5 s a step on a free core: about 2 hours), then export the EMA weights as
+# train each method's recipe on CPU, one thread each, both at once on 2 cores (8,500 steps of
+# batch 8, about 0.7 s a step on a free core: about 1 hour 45 minutes), then export the EMA weights as
 # float16, sampling-only. The learning rate is constant after warm-up, so a run stopped at a
 # checkpoint and resumed with --resume is the same training.
 # Check the result: diffusekit run video:bouncing --out out/balls (and look at contact_sheet.png),

@@ -11,6 +11,7 @@ from diffusekit.checkpoint import load_checkpoint
 from diffusekit.plugins import get_registry
 from diffusekit.recipe import validate
 from diffusekit.testing.cli import assert_one_line_error, run_cli
+from diffusekit.training import training_difference
 from diffusekit_video import outputs
 from diffusekit_video.methods import FRAMES, BouncingMethod, MovingDigitsMethod
 from safetensors.torch import load_file
@@ -98,7 +99,8 @@ def test_shipped_weights_are_small_and_match_the_recipe(shipped):
     checkpoint = load_checkpoint(path)
     recipe = METHODS[name]().recipe()
     assert checkpoint.recipe.parts == recipe.parts and checkpoint.recipe.network == recipe.network
-    assert checkpoint.recipe.train == recipe.train and checkpoint.recipe.dataset == recipe.dataset
+    # trained under the method's recipe (up to bookkeeping such as the planned step count), for its steps
+    assert training_difference(checkpoint.recipe, recipe) is None and checkpoint.step == recipe.train.steps
     assert set(checkpoint.tensors) == {f"ema.{k}" for k in dk.build(recipe).network.state_dict()}
 
 

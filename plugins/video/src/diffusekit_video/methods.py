@@ -44,9 +44,10 @@ class BouncingMethod(Method):
     """16-frame 32×32 clips of 1–3 bouncing balls (:class:`~diffusekit_video.scenes.BouncingBalls`):
     unconditional, image-to-video, interpolation or prediction (``task``), one set of weights.
 
-    A small spatio-temporal transformer (patch 4, width 96, 3 layers, a per-frame conv head)
-    trained with diffusion forcing (``time_dims = 2``: every frame its own training time; a
-    shared time for 30% of clips, random frames held given for 50%) and v-prediction on the
+    A small spatio-temporal transformer (patch 4, width 96, 3 layers, a per-frame conv head,
+    temporal attention over each patch's 3×3 neighbourhood) trained with diffusion forcing
+    (``time_dims = 2``: every frame its own training time; a shared time for 30% of clips,
+    random frames held given for 50%) and v-prediction on the
     cosine schedule; sampled with DDIM on the full-sequence scheduling matrix, with history
     guidance (scale 2) where frames are given. Because training
     sees independent per-frame times, the same weights run the pyramid and autoregressive
@@ -86,6 +87,7 @@ class BouncingMethod(Method):
                     "heads": 4,
                     "frames": FRAMES,
                     "refine": 16,
+                    "neighbours": 1,
                 },
             ),
             sampler=ComponentSpec("gaussian:ddim"),
@@ -95,7 +97,7 @@ class BouncingMethod(Method):
             method="video:bouncing",
             seed=0,
             train=TrainConfig(
-                steps=13000,
+                steps=8500,
                 batch_size=8,
                 lr=6e-4,
                 warmup_steps=200,
