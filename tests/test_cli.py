@@ -439,7 +439,8 @@ def test_pip_failure_is_a_one_line_error(pip_calls, command):
 def test_check_runs_the_contracts_on_every_gaussian_component(tmp_path):
     from diffusekit import get_registry
 
-    result = run_cli("check", "gaussian", "-v", "--max-examples", "3", cwd=tmp_path)
+    # every contract of 42 components: a hang guard, not a time limit (it timed out at 120 s on a loaded machine)
+    result = run_cli("check", "gaussian", "-v", "--max-examples", "3", cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     checked = {line.split()[1].split("::")[0] for line in result.stdout.splitlines() if line.startswith("ok ")}
     assert checked == {e.qualname for e in get_registry().entries(plugin="gaussian")}
