@@ -33,6 +33,13 @@ def register_grids(register):
 
 
 @hookimpl
+def register_samplers(register):
+    from diffusekit.by_kind import ByKind
+
+    register(ByKind, name="by_kind")
+
+
+@hookimpl
 def register_conditions(register):
     register(ClassLabel, name="class_label")
     register(Embedding, name="embedding")

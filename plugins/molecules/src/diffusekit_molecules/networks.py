@@ -34,6 +34,8 @@ class MoleculeModule(nn.Module):
 
     def forward(self, x: Mapping[str, Tensor], noise: Mapping[str, Tensor], condition: Condition | None) -> dict:
         y, h = x["pos"], x["atoms"]
+        if not h.is_floating_point():  # tokens of a categorical part: one-hot features
+            h = torch.nn.functional.one_hot(h, self.core.config.in_features - 1).to(y.dtype)
         b, n = h.shape[0], h.shape[1]
         if y.ndim != 3 or tuple(y.shape) != (b, n - 1, 3):
             raise ShapeError(
@@ -49,9 +51,17 @@ class MoleculeModule(nn.Module):
         while level.ndim > 2:  # times aligned with the data: (B, N, 1)
             level = level.squeeze(-1)
         level = level.reshape(*level.shape, *([1] * (2 - level.ndim))).expand(b, n)
-        pos_out, h_out, _ = self.core(from_subspace(y), torch.cat([h, level[..., None]], -1), mask)
+        # Rows of H beyond the largest molecule are 0 for every molecule and H restricted to the first
+        # m atoms is H of size m, so the batch is cut to its largest molecule (exact; padding is cheap).
+        m = max(int(size.num_atoms.max()), 2) if b else n
+        h_in = torch.cat([h[:, :m], level[:, :m, None]], -1)
+        pos_out, h_out, _ = self.core(from_subspace(y[:, : m - 1]), h_in, mask[:, :m])
         # pos_out has zero mean over the real atoms and is 0 on padding: its subspace coordinates are exact
-        return {"pos": to_subspace(pos_out, mask), "atoms": h_out}
+        pos_out = to_subspace(pos_out, mask[:, :m])
+        return {
+            "pos": torch.nn.functional.pad(pos_out, (0, 0, 0, n - m)),
+            "atoms": torch.nn.functional.pad(h_out, (0, 0, 0, n - m)),
+        }
 
 
 class _MoleculeNetwork(Network):
@@ -66,17 +76,26 @@ class _MoleculeNetwork(Network):
         return MoleculeModule(self._config().build())
 
     def check_parts(self, parts: Mapping[str, PartSpec], schedules: Mapping[str, Schedule]) -> None:
-        """Refuse anything but Gaussian ``pos`` ``(N - 1, 3)`` and ``atoms`` ``(N, atom_types)`` with one time per row."""
+        """Refuse anything but a Gaussian ``pos`` ``(N - 1, 3)`` and ``atoms`` either Gaussian
+        ``(N, atom_types)`` or categorical ``(N,)`` over ``atom_types`` classes, one time per row."""
         if sorted(parts) != ["atoms", "pos"]:
             raise ConfigError("parts", f"a molecule network takes the parts 'pos' and 'atoms', got {sorted(parts)}")
         atoms, pos = parts["atoms"].shape, parts["pos"].shape
-        if len(atoms) != 2 or atoms[1] != self.atom_types:
+        if schedules["atoms"].kind == "categorical":
+            if len(atoms) != 1:
+                raise ConfigError("parts.atoms.shape", f"categorical atom types must be [N], got {list(atoms)}")
+            classes = getattr(schedules["atoms"], "num_classes", None)
+            if classes != self.atom_types:
+                raise ConfigError(
+                    "network.atom_types", f"must be the atom process's {classes} classes, got {self.atom_types}"
+                )
+        elif len(atoms) != 2 or atoms[1] != self.atom_types:
             raise ConfigError("parts.atoms.shape", f"must be [N, {self.atom_types}] (atom_types), got {list(atoms)}")
         if list(pos) != [atoms[0] - 1, 3]:
             raise ConfigError("parts.pos.shape", f"must be [{atoms[0] - 1}, 3] (N - 1 subspace rows), got {list(pos)}")
+        if schedules["pos"].kind != "gaussian":
+            raise ConfigError("parts.pos.schedule", f"must be Gaussian, got {type(schedules['pos']).__name__}")
         for name in parts:
-            if schedules[name].kind != "gaussian":
-                raise ConfigError(f"parts.{name}.schedule", f"must be Gaussian, got {type(schedules[name]).__name__}")
             if parts[name].time_dims != 2:
                 raise ConfigError(f"parts.{name}.time_dims", "must be 2: one time per row, so padding can be held")
 

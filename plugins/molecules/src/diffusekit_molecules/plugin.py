@@ -28,3 +28,11 @@ def register_commands(cli):
     from diffusekit_molecules import commands
 
     commands.register(cli)
+
+
+@hookimpl
+def register_methods(register):
+    from diffusekit_molecules import methods
+
+    register(methods.QM9Method, name="qm9")
+    register(methods.QM9CategoricalMethod, name="qm9-categorical")

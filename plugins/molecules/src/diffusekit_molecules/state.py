@@ -23,7 +23,9 @@ whose padding positions are 0, rows :math:`k \\ge n - 1` of :math:`y` are exactl
 move it. The network learns the atom count from the :class:`MoleculeSize` condition.
 
 **Atom types** are EDM's scaled one-hot vectors (``ATOM_SCALE`` = 0.25, EDM's normalisation
-of ``h``), diffused as a Gaussian part; the type of a generated atom is the argmax.
+of ``h``), diffused as a Gaussian part; the type of a generated atom is the argmax. Or, as in
+EQGAT-diff (Le et al., 2024), they are tokens ``(B, N)`` of a categorical part (the masked
+plugin's processes, e.g. the marginal prior), sampled beside the positions by ``core:by_kind``.
 """
 
 from __future__ import annotations
@@ -83,9 +85,10 @@ def padding(num_atoms: Tensor, max_atoms: int) -> dict[str, Tensor]:
     return {"pos": index[None, : max_atoms - 1] >= num_atoms[:, None] - 1, "atoms": atoms}
 
 
-def encode(atoms: Tensor, pos: Tensor, num_types: int) -> tuple[dict[str, Tensor], Tensor]:
+def encode(atoms: Tensor, pos: Tensor, num_types: int, *, tokens: bool = False) -> tuple[dict[str, Tensor], Tensor]:
     """The state parts of molecules ``atoms`` (B, N) type indices (-1: padding) at ``pos`` (B, N, 3):
-    ``pos`` (B, N - 1, 3) subspace coordinates and ``atoms`` (B, N, num_types) scaled one-hot; and the atom counts."""
+    ``pos`` (B, N - 1, 3) subspace coordinates and ``atoms`` (B, N, num_types) scaled one-hot (with
+    ``tokens``: the type indices (B, N) for a categorical part, padding 0); and the atom counts."""
     if atoms.ndim != 2 or pos.shape != (*atoms.shape, 3):
         raise ShapeError(
             f"molecules: atoms (B, N) and positions (B, N, 3) expected, got {tuple(atoms.shape)} and {tuple(pos.shape)}"
@@ -94,14 +97,18 @@ def encode(atoms: Tensor, pos: Tensor, num_types: int) -> tuple[dict[str, Tensor
     num_atoms = mask.sum(1)
     if bool((mask[:, 1:] & ~mask[:, :-1]).any()):
         raise ShapeError("molecules: padding atoms (-1) must come after the real atoms")
+    if tokens:
+        return {"pos": to_subspace(pos, mask), "atoms": atoms.clamp(min=0)}, num_atoms
     onehot = torch.nn.functional.one_hot(atoms.clamp(min=0), num_types).to(pos.dtype) * mask[..., None]
     return {"pos": to_subspace(pos, mask), "atoms": ATOM_SCALE * onehot}, num_atoms
 
 
 def decode(parts: dict[str, Tensor], num_atoms: Tensor) -> tuple[Tensor, Tensor]:
-    """Atom types ``(B, N)`` (argmax of the one-hot, -1 on padding) and centred positions ``(B, N, 3)``."""
-    mask = torch.arange(parts["atoms"].shape[1], device=num_atoms.device)[None, :] < num_atoms[:, None]
-    atoms = torch.where(mask, parts["atoms"].argmax(-1), -1)
+    """Atom types ``(B, N)`` (argmax of the one-hot, or the tokens of a categorical part; -1 on
+    padding) and centred positions ``(B, N, 3)``."""
+    h = parts["atoms"]
+    mask = torch.arange(h.shape[1], device=num_atoms.device)[None, :] < num_atoms[:, None]
+    atoms = torch.where(mask, h if h.ndim == 2 else h.argmax(-1), -1)
     return atoms, from_subspace(parts["pos"]) * mask[..., None]
 
 

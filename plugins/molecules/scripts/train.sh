@@ -1,0 +1,13 @@
+#!/usr/bin/env sh
+# How the shipped QM9 weights are made (run from the repository root, after `make test` has
+# installed the molecules plugin): train molecules:qm9's recipe on CPU (2 threads; EGNN width 128,
+# 9 layers, batch 64: about 0.85 s a step on 2 free cores), then export the EMA weights as float16,
+# sampling-only. The learning rate is constant after warm-up, so a run stopped at a checkpoint
+# and resumed with --resume (with more train.steps) is the same training.
+# Check the result: diffusekit run molecules:qm9 --num 64 --out out/qm9 (look at molecules.png and
+# report.json), and the numbers: .venv/bin/python benchmarks/molecules.py quality
+set -eu
+out=${1:-outputs/train/qm9.safetensors}
+steps=${STEPS:-}
+OMP_NUM_THREADS=2 .venv/bin/diffusekit train molecules:qm9 --out "$out" --no-progress ${steps:+--set train.steps=$steps} ${RESUME:+--resume}
+.venv/bin/diffusekit export "$out" --half --out plugins/molecules/src/diffusekit_molecules/weights/qm9.safetensors

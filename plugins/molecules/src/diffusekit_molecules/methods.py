@@ -1,0 +1,221 @@
+"""Methods of the molecules plugin: end-to-end recipes runnable with ``diffusekit run``.
+
+``molecules:qm9`` is EDM (Hoogeboom et al., 2022, "Equivariant Diffusion for Molecule Generation
+in 3D") on QM9 with hydrogens: positions in the zero-centre-of-mass subspace and scaled one-hot
+atom types diffused together as two Gaussian parts with one shared time per molecule, an EGNN
+denoiser predicting the noise. A molecule's size is drawn from the training split's atom-count
+histogram (as EDM does) or given (``--set atoms=N``); the padding beyond it is known (held at
+t = 0), so any sampler of the Gaussian plugin runs unchanged.
+
+``run`` writes ``molecules.sdf`` (with bonds from EDM's distance rule, hydrogens explicit), the
+same as ``molecules.xyz``, a PNG grid of 2-D depictions and ``report.json``: the stability,
+validity and uniqueness of the batch (:func:`diffusekit_molecules.evaluate.evaluate`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import attrs
+import torch
+from attrs import validators as v
+from diffusekit import ComponentSpec, Method, PartSpec, Recipe, SampleConfig, TrainConfig, packaged_weights
+from diffusekit.checkpoint import atomic_write
+from diffusekit.condition import Condition
+from diffusekit.state import State
+
+from diffusekit_molecules import evaluate, io
+from diffusekit_molecules.evaluate import ATOM_TYPES
+from diffusekit_molecules.state import MoleculeSize, decode, padding
+
+MAX_ATOMS = 29
+"""QM9's largest molecule, hydrogens included: the padded size of the state."""
+
+TRAIN_ATOM_COUNTS = (
+    0,
+    0,
+    0,
+    1,
+    3,
+    4,
+    10,
+    15,
+    46,
+    123,
+    381,
+    789,
+    1664,
+    3006,
+    5201,
+    7755,
+    10536,
+    12991,
+    13372,
+    13886,
+) + (9566, 10059, 3325, 4922, 543, 1477, 42, 260, 0, 23)
+"""How many molecules of QM9's training split (:func:`~diffusekit_molecules.qm9.split_indices`)
+have ``n`` atoms, ``n = 0 .. 29`` (:func:`~diffusekit_molecules.qm9.atom_count_histogram`; kept here
+so sampling needs no QM9 download; a test checks it against the data)."""
+
+
+def draw_sizes(num: int, generator: torch.Generator, counts=TRAIN_ATOM_COUNTS) -> torch.Tensor:
+    """``num`` atom counts drawn from the histogram ``counts`` (index = atom count)."""
+    weights = torch.tensor(counts, dtype=torch.float64)
+    return torch.multinomial(weights, num, replacement=True, generator=generator)
+
+
+def qm9_parts(width: int = MAX_ATOMS) -> dict[str, PartSpec]:
+    """The molecule state of EDM: ``pos`` (subspace coordinates) and ``atoms`` (scaled one-hot), both
+    Gaussian on the cosine schedule with noise prediction and one time per row (padding is held)."""
+    gaussian = {
+        "schedule": ComponentSpec("gaussian:vp_cosine"),
+        "parameterization": ComponentSpec("gaussian:eps"),
+        "time_dims": 2,
+    }
+    return {
+        "pos": PartSpec(shape=(width - 1, 3), **gaussian),
+        "atoms": PartSpec(shape=(width, len(ATOM_TYPES)), **gaussian),
+    }
+
+
+@attrs.frozen
+class QM9Method(Method):
+    """Unconditional 3-D molecules with hydrogens, EDM's model on QM9 (see the module doc).
+
+    An EGNN (width 128, 9 layers, attention on edges) predicts the noise of both parts; training
+    draws one time per molecule for both parts (``shared_time`` = ``shared_parts`` = 1) on the
+    100,000 molecules of the training split. Sampling defaults to DPM-Solver++(2M) with 100 steps;
+    EDM's own sampler is ancestral with 1,000 steps (``--set sampler=gaussian:ddpm
+    --set grid.steps=1000``). ``atoms`` > 0 gives every molecule that many atoms.
+
+    ``plugins/molecules/scripts/train.sh`` trains and exports ``weights/qm9.safetensors``.
+    """
+
+    atoms: int = attrs.field(default=0, validator=[v.ge(0), v.le(MAX_ATOMS)])
+    per_row: int = attrs.field(default=4, validator=v.ge(1))
+
+    def recipe(self) -> Recipe:
+        return Recipe(
+            parts=qm9_parts(),
+            network=ComponentSpec("molecules:egnn", {"width": 128, "layers": 9, "attention": True}),
+            sampler=ComponentSpec("gaussian:dpmpp_2m"),
+            grid=ComponentSpec("uniform", {"steps": 100}),
+            dataset=ComponentSpec("molecules:qm9", {"split": "train"}),
+            method="molecules:qm9",
+            seed=0,
+            train=TrainConfig(
+                steps=60_000,
+                batch_size=64,
+                lr=2e-4,
+                warmup_steps=500,
+                ema_decay=0.999,
+                grad_clip=1.0,
+                condition_dropout=0.0,
+                shared_time=1.0,
+                shared_parts=1.0,
+                checkpoint_every=500,
+                keep_checkpoints=3,
+                log_every=100,
+            ),
+            sample=SampleConfig(num=16, batch_size=64),
+        )
+
+    def weights(self) -> Path | None:
+        return packaged_weights("diffusekit_molecules", "qm9")
+
+    def sizes(self, num: int, seed: int) -> torch.Tensor:
+        """The atom counts of ``num`` molecules: ``atoms`` if set, else drawn from the training histogram."""
+        if self.atoms:
+            return torch.full((num,), self.atoms, dtype=torch.int64)
+        return draw_sizes(num, torch.Generator().manual_seed(seed))
+
+    def sample(self, pipeline, num: int, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``num`` molecules as atom types ``(num, 29)`` (-1: padding) and centred positions ``(num, 29, 3)``."""
+        sizes = self.sizes(num, pipeline.recipe.seed)
+        known = padding(sizes, MAX_ATOMS)
+        schedules = pipeline.denoiser.schedules
+        given = {
+            name: torch.zeros(num, *part.shape, dtype=torch.int64 if schedules[name].kind == "categorical" else None)
+            for name, part in pipeline.recipe.parts.items()
+        }
+        condition = MoleculeSize(sizes, max_atoms=MAX_ATOMS)
+        parts = pipeline.sample(given=given, known=known, condition=condition, progress=progress)
+        return decode(parts, sizes)
+
+    def generate(self, pipeline, num: int, out_dir: Path, progress: bool = False) -> list[Path]:
+        atoms, pos = self.sample(pipeline, num, progress=progress)
+        return write_molecules(atoms, pos, out_dir, per_row=self.per_row)
+
+    def write_outputs(self, samples: State, condition: Condition | None, out_dir: Path) -> list[Path]:
+        sizes = (
+            condition.num_atoms
+            if isinstance(condition, MoleculeSize)
+            else torch.full((len(samples["atoms"]),), MAX_ATOMS)
+        )  # type: ignore[index,arg-type]
+        atoms, pos = decode(samples, sizes)  # type: ignore[arg-type]
+        return write_molecules(atoms, pos, out_dir, per_row=self.per_row)
+
+
+TRAIN_ATOM_FREQUENCIES = (0.5124, 0.3528, 0.0559, 0.0777, 0.0013)
+"""The shares of H, C, N, O, F among the atoms of QM9's training split (the marginal prior of
+the categorical atom types; a test checks them against the data)."""
+
+
+@attrs.frozen
+class QM9CategoricalMethod(QM9Method):
+    """QM9 with categorical atom types, as EQGAT-diff (Le et al., 2024) diffuses them: positions
+    as in ``molecules:qm9``, atom types as tokens corrupted towards their training frequencies
+    (the masked plugin's ``masked:marginal`` process) and predicted as logits
+    (``masked:x0_logits``); ``core:by_kind`` samples both parts in one loop, DPM-Solver++(2M) for
+    the positions and ancestral steps for the types. Same network and training budget as
+    ``molecules:qm9``; no bonds or charges.
+
+    It ships no weights yet: ``diffusekit train molecules:qm9-categorical --out FILE`` trains it.
+    """
+
+    def recipe(self) -> Recipe:
+        base = super().recipe()
+        parts = dict(base.parts)
+        parts["atoms"] = PartSpec(
+            shape=(MAX_ATOMS,),
+            schedule=ComponentSpec("masked:marginal", {"frequencies": list(TRAIN_ATOM_FREQUENCIES)}),
+            parameterization=ComponentSpec("masked:x0_logits"),
+            time_dims=2,
+        )
+        return attrs.evolve(
+            base,
+            parts=parts,
+            sampler=ComponentSpec("by_kind", {"gaussian": "gaussian:dpmpp_2m", "categorical": "masked:ancestral"}),
+            dataset=ComponentSpec("molecules:qm9", {"split": "train", "atoms": "tokens"}),
+            method="molecules:qm9-categorical",
+        )
+
+    def weights(self) -> Path | None:
+        return packaged_weights("diffusekit_molecules", "qm9_categorical")
+
+
+def write_molecules(atoms: torch.Tensor, pos: torch.Tensor, out_dir: Path, *, per_row: int = 4) -> list[Path]:
+    """``molecules.sdf``, ``molecules.xyz``, ``molecules.png`` (at most 32 depictions) and ``report.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atoms_np, pos_np = atoms.numpy(), pos.double().numpy()
+    report = evaluate.evaluate(atoms_np, pos_np)
+    mols = [io.to_rdkit(a[a >= 0], p[a >= 0]) for a, p in zip(atoms_np, pos_np, strict=True)]
+    paths = [out_dir / "molecules.sdf", out_dir / "molecules.xyz", out_dir / "molecules.png", out_dir / "report.json"]
+    io.write_sdf(paths[0], mols)
+    io.write_xyz(paths[1], mols)
+    io.depict_grid(paths[2], mols[:32], per_row=per_row)
+    atomic_write(paths[3], (json.dumps(report.as_dict(), indent=2) + "\n").encode())
+    return paths
+
+
+__all__ = [
+    "MAX_ATOMS",
+    "TRAIN_ATOM_COUNTS",
+    "TRAIN_ATOM_FREQUENCIES",
+    "QM9CategoricalMethod",
+    "QM9Method",
+    "draw_sizes",
+    "qm9_parts",
+    "write_molecules",
+]
