@@ -20,14 +20,25 @@ from pathlib import Path
 import attrs
 import torch
 from attrs import validators as v
-from diffusekit import ComponentSpec, Method, PartSpec, Recipe, SampleConfig, TrainConfig, packaged_weights
+from diffusekit import (
+    ComponentSpec,
+    ConditionList,
+    ConfigError,
+    Embedding,
+    Method,
+    PartSpec,
+    Recipe,
+    SampleConfig,
+    TrainConfig,
+    packaged_weights,
+)
 from diffusekit.checkpoint import atomic_write
 from diffusekit.condition import Condition
 from diffusekit.state import State
 
 from diffusekit_molecules import evaluate, io
 from diffusekit_molecules.evaluate import ATOM_TYPES
-from diffusekit_molecules.state import MoleculeSize, decode, padding
+from diffusekit_molecules.state import MoleculeSize, decode, molecule_size, padding
 
 MAX_ATOMS = 29
 """QM9's largest molecule, hydrogens included: the padded size of the state."""
@@ -133,13 +144,16 @@ class QM9Method(Method):
     def sample(self, pipeline, num: int, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``num`` molecules as atom types ``(num, 29)`` (-1: padding) and centred positions ``(num, 29, 3)``."""
         sizes = self.sizes(num, pipeline.recipe.seed)
+        return self._sample(pipeline, sizes, MoleculeSize(sizes, max_atoms=MAX_ATOMS), progress)
+
+    def _sample(self, pipeline, sizes: torch.Tensor, condition: Condition, progress: bool):
+        num = len(sizes)
         known = padding(sizes, MAX_ATOMS)
         schedules = pipeline.denoiser.schedules
         given = {
             name: torch.zeros(num, *part.shape, dtype=torch.int64 if schedules[name].kind == "categorical" else None)
             for name, part in pipeline.recipe.parts.items()
         }
-        condition = MoleculeSize(sizes, max_atoms=MAX_ATOMS)
         parts = pipeline.sample(given=given, known=known, condition=condition, progress=progress)
         return decode(parts, sizes)
 
@@ -149,10 +163,10 @@ class QM9Method(Method):
 
     def write_outputs(self, samples: State, condition: Condition | None, out_dir: Path) -> list[Path]:
         sizes = (
-            condition.num_atoms
-            if isinstance(condition, MoleculeSize)
-            else torch.full((len(samples["atoms"]),), MAX_ATOMS)
-        )  # type: ignore[index,arg-type]
+            torch.full((len(samples["atoms"]),), MAX_ATOMS)  # type: ignore[index]
+            if condition is None
+            else molecule_size(condition).num_atoms
+        )
         atoms, pos = decode(samples, sizes)  # type: ignore[arg-type]
         return write_molecules(atoms, pos, out_dir, per_row=self.per_row)
 
@@ -195,8 +209,80 @@ class QM9CategoricalMethod(QM9Method):
         return packaged_weights("diffusekit_molecules", "qm9_categorical")
 
 
-def write_molecules(atoms: torch.Tensor, pos: torch.Tensor, out_dir: Path, *, per_row: int = 4) -> list[Path]:
-    """``molecules.sdf``, ``molecules.xyz``, ``molecules.png`` (at most 32 depictions) and ``report.json``."""
+@attrs.frozen
+class QM9ConditionalMethod(QM9Method):
+    """Molecules with a given polarizability α, EDM's conditional experiment (Hoogeboom et al.,
+    2022, section 5.3): the ``molecules:qm9`` model with the normalised property as a further
+    feature of every atom, trained on the second half of the training split with the property
+    dropped for 10% of molecules, so classifier-free guidance (``guidance.scale``; 1 is the plain
+    conditional model EDM samples) works through the core.
+
+    ``value`` asks every molecule for that property value (its atom count is drawn from the
+    histogram); by default each molecule gets the property and atom count of a molecule of the
+    second half (EDM's evaluation draws ``(c, N)`` so). Another property: train with
+    ``--set dataset.properties=["gap"]``. ``report.json`` lists the values asked for.
+    """
+
+    value: float | None = attrs.field(default=None)
+
+    def recipe(self) -> Recipe:
+        base = super().recipe()
+        network = ComponentSpec("molecules:egnn", {**base.network.params, "properties": 1})
+        return attrs.evolve(
+            base,
+            network=network,
+            guidance=ComponentSpec("gaussian:cfg", {"scale": 1.0}),
+            dataset=ComponentSpec("molecules:qm9", {"split": "train", "properties": ["alpha"], "half": "second"}),
+            method="molecules:qm9-cond",
+            train=attrs.evolve(base.train, condition_dropout=0.1),
+        )
+
+    def weights(self) -> Path | None:
+        return packaged_weights("diffusekit_molecules", "qm9_cond")
+
+    @staticmethod
+    def property_of(recipe: Recipe) -> str:
+        names = list((recipe.dataset.params if recipe.dataset else {}).get("properties", []))
+        if len(names) != 1:
+            raise ConfigError("dataset.properties", f"a conditional model takes one property, got {names}")
+        return names[0]
+
+    def targets(self, num: int, recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
+        """Atom counts and property values ``(num,)`` to ask for: ``value`` with sizes from the
+        histogram, or ``(N, c)`` pairs of molecules of the training split's second half."""
+        name = self.property_of(recipe)
+        if self.value is not None:
+            return self.sizes(num, recipe.seed), torch.full((num,), float(self.value), dtype=torch.float64)
+        from diffusekit_molecules import qm9
+        from diffusekit_molecules.properties import half_indices
+
+        data = qm9.load_qm9()
+        pool = half_indices(qm9.split_indices()["train"], "second")
+        rows = torch.randint(0, len(pool), (num,), generator=torch.Generator().manual_seed(recipe.seed))
+        chosen = pool[rows.numpy()]
+        return torch.from_numpy(data.num_atoms[chosen]).long(), torch.from_numpy(data.properties[name][chosen])
+
+    def sample_conditional(self, pipeline, num: int, progress: bool = False):
+        """``(atoms, pos, values)``: molecules and the property values they were asked for."""
+        from diffusekit_molecules.properties import normalize
+
+        sizes, values = self.targets(num, pipeline.recipe)
+        embedding = Embedding(normalize(self.property_of(pipeline.recipe), values)[:, None])
+        condition = ConditionList((MoleculeSize(sizes, max_atoms=MAX_ATOMS), embedding))
+        atoms, pos = self._sample(pipeline, sizes, condition, progress)
+        return atoms, pos, values
+
+    def generate(self, pipeline, num: int, out_dir: Path, progress: bool = False) -> list[Path]:
+        atoms, pos, values = self.sample_conditional(pipeline, num, progress=progress)
+        extra = {"property": self.property_of(pipeline.recipe), "asked": values.tolist()}
+        return write_molecules(atoms, pos, out_dir, per_row=self.per_row, extra=extra)
+
+
+def write_molecules(
+    atoms: torch.Tensor, pos: torch.Tensor, out_dir: Path, *, per_row: int = 4, extra: dict | None = None
+) -> list[Path]:
+    """``molecules.sdf``, ``molecules.xyz``, ``molecules.png`` (at most 32 depictions) and
+    ``report.json`` (the evaluation, with ``extra`` entries)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     atoms_np, pos_np = atoms.numpy(), pos.double().numpy()
     report = evaluate.evaluate(atoms_np, pos_np)
@@ -205,7 +291,7 @@ def write_molecules(atoms: torch.Tensor, pos: torch.Tensor, out_dir: Path, *, pe
     io.write_sdf(paths[0], mols)
     io.write_xyz(paths[1], mols)
     io.depict_grid(paths[2], mols[:32], per_row=per_row)
-    atomic_write(paths[3], (json.dumps(report.as_dict(), indent=2) + "\n").encode())
+    atomic_write(paths[3], (json.dumps({**report.as_dict(), **(extra or {})}, indent=2) + "\n").encode())
     return paths
 
 

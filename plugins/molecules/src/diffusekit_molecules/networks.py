@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import attrs
 import torch
 from attrs import validators as v
-from diffusekit import Condition, ConfigError, Network, PartSpec, Schedule, ShapeError
+from diffusekit import Condition, ConditionList, ConfigError, Embedding, Network, PartSpec, Schedule, ShapeError
 from torch import Tensor, nn
 
 from diffusekit_molecules import egnn
@@ -26,16 +26,37 @@ from diffusekit_molecules.state import from_subspace, molecule_size, to_subspace
 
 
 class MoleculeModule(nn.Module):
-    """``({"pos", "atoms"}, {"pos", "atoms"} noise levels, MoleculeSize) -> {"pos", "atoms"}``."""
+    """``({"pos", "atoms"}, {"pos", "atoms"} noise levels, condition) -> {"pos", "atoms"}``.
 
-    def __init__(self, core: nn.Module) -> None:
+    The condition is a :class:`~diffusekit_molecules.state.MoleculeSize`, or a
+    :class:`~diffusekit.ConditionList` of one and, when the network takes ``properties``, an
+    :class:`~diffusekit.Embedding` of that many (normalised) molecular properties: every atom
+    then also reads the properties and whether they are given (0 for the null condition, as
+    classifier-free guidance needs).
+    """
+
+    def __init__(self, core: nn.Module, atom_types: int, properties: int = 0) -> None:
         super().__init__()
-        self.core = core
+        self.core, self.atom_types, self.properties = core, atom_types, properties
+
+    def _property_features(self, condition: Condition | None, b: int, n: int, like: Tensor) -> list[Tensor]:
+        if not self.properties:
+            return []
+        items = condition.items if isinstance(condition, ConditionList) else (condition,)
+        found = [c for c in items if isinstance(c, Embedding)]
+        if not found or found[0].values.shape != (b, self.properties):
+            got = "none" if not found else f"{tuple(found[0].values.shape)}"
+            raise ShapeError(
+                f"this molecule network takes {self.properties} properties per molecule (an Embedding), got {got}"
+            )
+        present = found[0].present.to(like.dtype)[:, None]
+        values = found[0].values.to(like.dtype) * present
+        return [torch.cat([values, present], -1)[:, None, :].expand(b, n, self.properties + 1)]
 
     def forward(self, x: Mapping[str, Tensor], noise: Mapping[str, Tensor], condition: Condition | None) -> dict:
         y, h = x["pos"], x["atoms"]
         if not h.is_floating_point():  # tokens of a categorical part: one-hot features
-            h = torch.nn.functional.one_hot(h, self.core.config.in_features - 1).to(y.dtype)
+            h = torch.nn.functional.one_hot(h, self.atom_types).to(y.dtype)
         b, n = h.shape[0], h.shape[1]
         if y.ndim != 3 or tuple(y.shape) != (b, n - 1, 3):
             raise ShapeError(
@@ -54,7 +75,8 @@ class MoleculeModule(nn.Module):
         # Rows of H beyond the largest molecule are 0 for every molecule and H restricted to the first
         # m atoms is H of size m, so the batch is cut to its largest molecule (exact; padding is cheap).
         m = max(int(size.num_atoms.max()), 2) if b else n
-        h_in = torch.cat([h[:, :m], level[:, :m, None]], -1)
+        extra = self._property_features(condition, b, m, h)
+        h_in = torch.cat([h[:, :m], level[:, :m, None], *extra], -1)
         pos_out, h_out, _ = self.core(from_subspace(y[:, : m - 1]), h_in, mask[:, :m])
         # pos_out has zero mean over the real atoms and is 0 on padding: its subspace coordinates are exact
         pos_out = to_subspace(pos_out, mask[:, :m])
@@ -68,12 +90,16 @@ class _MoleculeNetwork(Network):
     """What both registered networks share: the parts they take and how they are built."""
 
     atom_types: int
+    properties: int
 
     def _config(self) -> egnn.EGNNConfig | egnn.EQGATConfig:
         raise NotImplementedError
 
     def build(self) -> MoleculeModule:
-        return MoleculeModule(self._config().build())
+        return MoleculeModule(self._config().build(), self.atom_types, self.properties)
+
+    def _in_features(self) -> int:
+        return self.atom_types + 1 + (self.properties + 1 if self.properties else 0)
 
     def check_parts(self, parts: Mapping[str, PartSpec], schedules: Mapping[str, Schedule]) -> None:
         """Refuse anything but a Gaussian ``pos`` ``(N - 1, 3)`` and ``atoms`` either Gaussian
@@ -111,10 +137,11 @@ class EGNNDenoiser(_MoleculeNetwork):
     attention: bool = True
     coords_range: float = attrs.field(default=15.0, validator=v.gt(0.0))
     normalization_factor: float = attrs.field(default=1.0, validator=v.gt(0.0))
+    properties: int = attrs.field(default=0, validator=v.ge(0))
 
     def _config(self) -> egnn.EGNNConfig:
         return egnn.EGNNConfig(
-            in_features=self.atom_types + 1,
+            in_features=self._in_features(),
             out_features=self.atom_types,
             width=self.width,
             layers=self.layers,
@@ -134,10 +161,11 @@ class EQGATDenoiser(_MoleculeNetwork):
     vector_width: int = attrs.field(default=32, validator=v.ge(1))
     edge_width: int = attrs.field(default=32, validator=v.ge(1))
     layers: int = attrs.field(default=6, validator=v.ge(1))
+    properties: int = attrs.field(default=0, validator=v.ge(0))
 
     def _config(self) -> egnn.EQGATConfig:
         return egnn.EQGATConfig(
-            in_features=self.atom_types + 1,
+            in_features=self._in_features(),
             out_features=self.atom_types,
             width=self.width,
             vector_width=self.vector_width,
