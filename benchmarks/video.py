@@ -84,6 +84,7 @@ def bench_cost(args) -> None:
     print("|---:|---:|---:|---:|---:|---:|")
     lengths = (16, 32, 64, 128)
     cached = {}
+    frame_cost(pipe, 16, cached=True, batch=args.batch, repeats=1)  # warm-up: first-call allocations, not timed
     for length in lengths:
         c = frame_cost(pipe, length, cached=True, batch=args.batch, repeats=args.repeats)
         u = frame_cost(pipe, length, cached=False, batch=args.batch, repeats=args.repeats)

@@ -127,10 +127,10 @@ def test_cached_rollout_equals_the_full_causal_forward(
 
 
 @examples
-@given(st.integers(FRAMES, 4 * FRAMES), st.integers(0, 2**16))
-def test_cache_built_at_once_equals_cache_built_frame_by_frame(length: int, seed: int) -> None:
+@given(st.integers(FRAMES, 4 * FRAMES), st.integers(0, 2**16), st.sampled_from([0, 1]))
+def test_cache_built_at_once_equals_cache_built_frame_by_frame(length: int, seed: int, neighbours: int) -> None:
     x, t = video(2, length + 1, seed)
-    m = model(causal=True, seed=seed)
+    m = model(causal=True, seed=seed, neighbours=neighbours)
     with torch.no_grad():
         once = m.cache_frames(x[:, :length], t[:, :length])
         cache = None

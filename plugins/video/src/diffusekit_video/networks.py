@@ -72,6 +72,28 @@ class Cache:
     values: tuple[Tensor, ...]
     position: int
     batch: int
+    gathered: tuple[tuple[Tensor, Tensor], ...] = ()
+    """With local attention (``neighbours`` > 0), per layer the keys and values of each patch's
+    neighbours, ``(B * N, heads, K, frames_cached, head_dim)``: gathered once per cache, not at
+    every denoising step."""
+
+    def cat(self, other: Cache) -> Cache:
+        """The caches of two batches at the same position as one (both halves of guidance)."""
+
+        def join(a: tuple, b: tuple) -> tuple:
+            return tuple(torch.cat(pair) for pair in zip(a, b, strict=True))
+
+        gathered = tuple(
+            (torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]))
+            for a, b in zip(self.gathered, other.gathered, strict=True)
+        )
+        return Cache(
+            join(self.keys, other.keys),
+            join(self.values, other.values),
+            self.position,
+            self.batch + other.batch,
+            gathered,
+        )
 
     @property
     def length(self) -> int:
@@ -159,9 +181,16 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada[1].bias)
 
     def forward(
-        self, h: Tensor, e: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None, past: tuple[Tensor, Tensor] | None
+        self,
+        h: Tensor,
+        e: Tensor,
+        rope: tuple[Tensor, Tensor],
+        mask: Tensor | None,
+        past: tuple[Tensor, Tensor] | None,
+        gathered: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """``h`` (B, F, N, D), ``e`` (B, F, D); ``past`` the cached keys and values of earlier frames.
+        """``h`` (B, F, N, D), ``e`` (B, F, D); ``past`` the cached keys and values of earlier frames
+        and ``gathered`` their neighbourhoods (:attr:`Cache.gathered`), if computed.
         Returns the new ``h`` and the keys and values of all frames attended to (past ones first)."""
         b, f, n, d = h.shape
         p = self.dropout if self.training else 0.0
@@ -172,9 +201,12 @@ class Block(nn.Module):
         a = modulate(self.norms[1](h), mods[3], mods[4]).transpose(1, 2).reshape(b * n, f, d)
         q, k, val = self.temporal.project(a)
         q, k = rotate(q, *rope), rotate(k, *rope)
+        new_k, new_v = k, val
         if past is not None:
             k, val = torch.cat([past[0], k], dim=2), torch.cat([past[1], val], dim=2)
-        if self.radius:
+        if self.radius and gathered is not None:
+            o = self._local_cached(q, new_k, new_v, gathered, mask, b)
+        elif self.radius:
             o = self._local(q, k, val, mask, b, p)
         else:
             o = F.scaled_dot_product_attention(q, k, val, attn_mask=mask, dropout_p=p)
@@ -194,6 +226,36 @@ class Block(nn.Module):
         scores = bias.reshape(heads, f, side2 * length)
         flat = (z.reshape(b * n, heads, side2 * length, hd) for z in (k, val))
         return F.scaled_dot_product_attention(q, *flat, attn_mask=scores, dropout_p=p)
+
+    def _local_cached(
+        self, q: Tensor, k: Tensor, val: Tensor, gathered: tuple[Tensor, Tensor], mask: Tensor | None, b: int
+    ) -> Tensor:
+        """:meth:`_local` for new frames after cached ones whose neighbourhoods are gathered
+        already: the new frames' neighbourhoods alone are gathered, and the softmax runs over
+        both sets of scores at once (the same attention; no copy of the cached keys)."""
+        n, heads, f, hd = q.shape[0] // b, q.shape[1], q.shape[2], q.shape[3]
+        side2 = self.offset_bias.shape[1]
+        past_k, past_v = gathered  # (B * N, heads, K, P, hd)
+        new_k, new_v = (
+            neighbourhood(z.reshape(b, n, heads, f, hd), self.grid, self.radius).reshape(b * n, heads, side2, f, hd)
+            for z in (k, val)
+        )
+        past = past_k.shape[3]
+        bias = self.offset_bias.to(q.dtype)[:, None, :, None]  # (heads, 1, K, 1)
+        scale = hd**-0.5
+        scores = [
+            torch.einsum("mhfd,mhkld->mhfkl", q, z) * scale + bias[None] for z in (past_k, new_k)
+        ]  # (B * N, heads, F, K, frames)
+        if mask is not None:
+            scores = [
+                s_.masked_fill(~m[None, None, :, None, :], float("-inf"))
+                for s_, m in zip(scores, (mask[:, :past], mask[:, past:]), strict=True)
+            ]
+        weights = torch.softmax(torch.cat([z.flatten(-2) for z in scores], -1), -1)
+        w_past, w_new = weights[..., : side2 * past], weights[..., side2 * past :]
+        return torch.einsum("mhfx,mhxd->mhfd", w_past, past_v.flatten(2, 3)) + torch.einsum(
+            "mhfx,mhxd->mhfd", w_new, new_v.flatten(2, 3)
+        )
 
 
 class SpatioTemporalModule(nn.Module):
@@ -244,7 +306,17 @@ class SpatioTemporalModule(nn.Module):
         keys = tuple(k[:, :, k.shape[2] - min(keep, k.shape[2]) :] for k, _ in kv)
         values = tuple(val[:, :, val.shape[2] - min(keep, val.shape[2]) :] for _, val in kv)
         position = (0 if cache is None else cache.position) + x.shape[1]
-        return Cache(keys, values, position, x.shape[0])
+        gathered: tuple[tuple[Tensor, Tensor], ...] = ()
+        if self.spec.neighbours:
+            b, g, r = x.shape[0], self.spec.size // self.spec.patch, self.spec.neighbours
+
+            def gather(z: Tensor) -> Tensor:
+                m, heads, length, hd = z.shape
+                out = neighbourhood(z.reshape(b, m // b, heads, length, hd), g, r)
+                return out.reshape(m, heads, (2 * r + 1) ** 2, length, hd)
+
+            gathered = tuple((gather(k), gather(val)) for k, val in zip(keys, values, strict=True))
+        return Cache(keys, values, position, x.shape[0], gathered)
 
     def forward_step(self, x: Tensor, noise: Tensor, cache: Cache | None, condition: Condition | None = None) -> Tensor:
         """The output for new frames ``x`` (B, F, C, H, W) following the cached ones, which they
@@ -278,7 +350,9 @@ class SpatioTemporalModule(nn.Module):
         rope, mask = self._temporal(start, past, f, x.dtype, x.device)
         kv = []
         for i, block in enumerate(self.blocks):
-            h, k, val = block(h, e, rope, mask, None if cache is None else (cache.keys[i], cache.values[i]))
+            past = None if cache is None else (cache.keys[i], cache.values[i])
+            gathered = cache.gathered[i] if cache is not None and cache.gathered else None
+            h, k, val = block(h, e, rope, mask, past, gathered)
             kv.append((k, val))
         shift, scale = self.ada(e)[:, :, None].chunk(2, dim=-1)
         out = self.unpatch(modulate(self.norm(h), shift, scale))

@@ -46,16 +46,13 @@ class CachedFrames(nn.Module):
     ) -> None:
         super().__init__()
         self.module, self.cache, self.absent, self.scale = module, cache, absent, scale
+        # both caches in one batch, joined once for every denoising step of the new frames
+        self.both = None if cache is None or absent is None or scale == 1.0 else cache.cat(absent)
 
     def forward(self, x: Tensor, noise: Tensor, condition=None) -> Tensor:
-        if self.cache is None or self.absent is None or self.scale == 1.0:
+        if self.both is None:
             return self.module.forward_step(x, noise, self.cache, condition)
-        both = Cache(
-            tuple(torch.cat(pair) for pair in zip(self.cache.keys, self.absent.keys, strict=True)),
-            tuple(torch.cat(pair) for pair in zip(self.cache.values, self.absent.values, strict=True)),
-            self.cache.position,
-            2 * self.cache.batch,
-        )
+        both = self.both
         noise = torch.as_tensor(noise, device=x.device)
         twice = torch.cat([noise, noise]) if noise.ndim and noise.shape[0] == x.shape[0] else noise
         given, absent = self.module.forward_step(torch.cat([x, x]), twice, both, condition).chunk(2)
