@@ -30,28 +30,32 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 import diffusekit as dk  # noqa: E402
-from common import environment  # noqa: E402
+from common import Counting, environment  # noqa: E402
 from diffusekit_molecules import evaluate, likelihood, methods, qm9  # noqa: E402
 from diffusekit_molecules.datasets import QM9Dataset  # noqa: E402
 from diffusekit_molecules.state import MoleculeSize  # noqa: E402
 
-SAMPLERS = {  # name -> (sampler, grid steps); NFE = steps x evaluations per step
-    "ddpm-1000": ("gaussian:ddpm", 1000),
-    "ddpm-100": ("gaussian:ddpm", 100),
-    "dpmpp_2m-50": ("gaussian:dpmpp_2m", 50),
-    "dpmpp_2m-100": ("gaussian:dpmpp_2m", 100),
-    "unipc-50": ("gaussian:unipc", 50),
-    "heun-50": ("gaussian:heun", 25),
-    "ddim-100": ("gaussian:ddim", 100),
+SAMPLERS = {  # name -> (sampler, grid, grid steps); NFE = steps x evaluations per step
+    "ddpm-1000": ("gaussian:ddpm", "gaussian:log_snr", 1000),
+    "ddpm-1000-uniform": ("gaussian:ddpm", "uniform", 1000),
+    "ddpm-100": ("gaussian:ddpm", "gaussian:log_snr", 100),
+    "dpmpp_2m-50": ("gaussian:dpmpp_2m", "gaussian:log_snr", 50),
+    "dpmpp_2m-100": ("gaussian:dpmpp_2m", "gaussian:log_snr", 100),
+    "unipc-50": ("gaussian:unipc", "gaussian:log_snr", 50),
+    "heun-50": ("gaussian:heun", "gaussian:log_snr", 25),
+    "ddim-100": ("gaussian:ddim", "gaussian:log_snr", 100),
 }
 
 
-def pipeline(path: Path | None, sampler: str | None = None, steps: int | None = None) -> dk.Pipeline:
-    overrides = {}
-    if sampler:
-        overrides["sampler"] = sampler
-    if steps:
-        overrides["grid.steps"] = steps
+def pipeline(path: Path | None, sampler: str | None = None, grid: str | None = None, steps: int | None = None):
+    """The checkpoint's pipeline (default: the shipped weights) with the sampler, grid and steps
+    of ``molecules:qm9``'s recipe unless given."""
+    default = methods.QM9Method().recipe()
+    overrides = {
+        "sampler": sampler or default.sampler.name,
+        "grid": grid or default.grid.name,
+        "grid.steps": steps or default.grid.params["steps"],
+    }
     if path is None:
         path = methods.QM9Method().weights()
         if path is None:
@@ -64,18 +68,20 @@ def train_smiles() -> frozenset[str]:
     return evaluate.canonical_smiles_set(data.smiles[i] for i in qm9.split_indices()["train"])
 
 
-def draw(pipe: dk.Pipeline, num: int, batch: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """``num`` molecules in batches of ``batch``, each batch seeded by its first index: the same
-    sizes and noise for every sampler."""
+def draw(pipe: dk.Pipeline, num: int, batch: int) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """``num`` molecules in batches of ``batch``, each batch seeded by its first index (the same
+    sizes and noise for every sampler); with the seconds taken and the network evaluations per batch."""
     method = methods.QM9Method()
-    atoms, pos = [], []
+    counting = Counting(pipe.denoiser)
+    atoms, pos, batches = [], [], 0
     start = time.perf_counter()
     for s in range(0, num, batch):
-        sub = attrs.evolve(pipe, recipe=attrs.evolve(pipe.recipe, seed=pipe.recipe.seed + s))
+        sub = attrs.evolve(pipe, denoiser=counting, recipe=attrs.evolve(pipe.recipe, seed=pipe.recipe.seed + s))
         a, p = method.sample(sub, min(batch, num - s))
         atoms.append(a)
         pos.append(p)
-    return torch.cat(atoms), torch.cat(pos), time.perf_counter() - start
+        batches += 1
+    return torch.cat(atoms), torch.cat(pos), time.perf_counter() - start, counting.calls / batches
 
 
 def report_row(name: str, report: evaluate.Report, seconds: float | None, nfe: int | str) -> str:
@@ -101,12 +107,11 @@ def bench_quality(args) -> None:
         data = qm9.load_qm9()
         report = evaluate.evaluate(data.atoms[index], data.pos[index], train_smiles=known, canonicalize_train=False)
         print(report_row("QM9 test split (data)", report, None, "-"), flush=True)
-    pipe = pipeline(args.checkpoint, args.sampler, args.steps)
-    atoms, pos, seconds = draw(pipe, args.num, args.batch)
+    pipe = pipeline(args.checkpoint, args.sampler, args.grid, args.steps)
+    atoms, pos, seconds, nfe = draw(pipe, args.num, args.batch)
     report = evaluate.evaluate(atoms.numpy(), pos.double().numpy(), train_smiles=known, canonicalize_train=False)
-    spec = pipe.recipe.sampler.name, pipe.recipe.grid.params.get("steps")
-    nfe = spec[1] * type(pipe.sampler).evaluations_per_step
-    print(report_row(f"{spec[0]}, {spec[1]} steps", report, seconds, nfe), flush=True)
+    name = f"{pipe.recipe.sampler.name}, {pipe.recipe.grid.name} grid, {pipe.recipe.grid.params.get('steps')} steps"
+    print(report_row(name, report, seconds, f"{nfe:.0f}"), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
 
@@ -114,13 +119,12 @@ def bench_quality(args) -> None:
 def bench_samplers(args) -> None:
     print(HEADER)
     for name in args.which_samplers.split(","):
-        sampler, steps = SAMPLERS[name]
-        pipe = pipeline(args.checkpoint, sampler, steps)
+        sampler, grid, steps = SAMPLERS[name]
+        pipe = pipeline(args.checkpoint, sampler, grid, steps)
         num = args.num_ddpm if steps >= 1000 else args.num
-        atoms, pos, seconds = draw(pipe, num, args.batch)
+        atoms, pos, seconds, nfe = draw(pipe, num, args.batch)
         report = evaluate.evaluate(atoms.numpy(), pos.double().numpy())
-        nfe = steps * type(pipe.sampler).evaluations_per_step
-        print(report_row(f"{name} ({num} molecules)", report, seconds, nfe), flush=True)
+        print(report_row(f"{name} ({num} molecules)", report, seconds, f"{nfe:.0f}"), flush=True)
 
 
 def bench_nll(args) -> None:
@@ -160,6 +164,7 @@ def main() -> None:
     parser.add_argument("--num-ddpm", type=int, default=128, help="molecules for the 1,000-step sampler")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--sampler", help="quality: a sampler (default: the recipe's)")
+    parser.add_argument("--grid", help="quality: a grid (default: the recipe's)")
     parser.add_argument("--steps", type=int, help="quality: grid steps (default: the recipe's)")
     parser.add_argument("--data", action="store_true", help="quality: also evaluate QM9's test split")
     parser.add_argument("--json", type=Path, help="quality: write the report here")
