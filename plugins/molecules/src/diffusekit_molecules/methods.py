@@ -38,7 +38,16 @@ from diffusekit.state import State
 
 from diffusekit_molecules import evaluate, io
 from diffusekit_molecules.evaluate import ATOM_TYPES
-from diffusekit_molecules.state import MoleculeSize, decode, molecule_size, padding
+from diffusekit_molecules.state import (
+    BOND_ORDERS,
+    MoleculeSize,
+    decode,
+    decode_graph,
+    graph_padding,
+    molecule_size,
+    padding,
+    pair_count,
+)
 
 MAX_ATOMS = 29
 """QM9's largest molecule, hydrogens included: the padded size of the state."""
@@ -174,6 +183,12 @@ class QM9Method(Method):
 
 
 TRAIN_ATOM_FREQUENCIES = (0.5124, 0.3528, 0.0559, 0.0777, 0.0013)
+TRAIN_CHARGE_FREQUENCIES = (0.0002, 0.9996, 0.0002)
+"""The shares of formal charges -1, 0, +1 among the atoms of QM9's training split, as RDKit
+perceives them from the geometry (:func:`~diffusekit_molecules.qm9.bond_matrices`)."""
+TRAIN_BOND_FREQUENCIES = (0.8819, 0.1097, 0.0067, 0.0018)
+"""The shares of no bond, single, double and triple bonds among the atom pairs of QM9's training
+split (bonds perceived by RDKit)."""
 """The shares of H, C, N, O, F among the atoms of QM9's training split (the marginal prior of
 the categorical atom types; a test checks them against the data)."""
 
@@ -209,6 +224,72 @@ class QM9CategoricalMethod(QM9Method):
 
     def weights(self) -> Path | None:
         return packaged_weights("diffusekit_molecules", "qm9_categorical")
+
+
+@attrs.frozen
+class QM9GraphMethod(QM9Method):
+    """QM9 as EQGAT-diff models it (Le et al., 2024, "Navigating the Design Space of Equivariant
+    Diffusion-Based Generative Models for De Novo 3D Molecule Generation"): positions, and as
+    categorical parts atom types, formal charges and bond orders (the upper triangle of the bond
+    matrix, so symmetric by construction), each corrupted towards its training frequencies (the
+    masked plugin's ``masked:marginal``). The EQGAT-style network reads and predicts bonds as edge
+    features; positions are v-predicted (finite where α = 0, so sampling starts at t = 1);
+    ``core:by_kind`` samples the four parts in one loop. The molecules are written with the bonds
+    and charges the model generated, and scored with them (MiDi's charge-aware valences).
+
+    It ships no weights yet: ``diffusekit train molecules:qm9-bonds --out FILE`` trains it.
+    """
+
+    def recipe(self) -> Recipe:
+        base = super().recipe()
+
+        def categorical(shape: tuple[int, ...], frequencies: tuple[float, ...]) -> PartSpec:
+            schedule = ComponentSpec("masked:marginal", {"frequencies": list(frequencies)})
+            return PartSpec(
+                shape=shape, schedule=schedule, parameterization=ComponentSpec("masked:x0_logits"), time_dims=2
+            )
+
+        pos = attrs.evolve(base.parts["pos"], parameterization=ComponentSpec("gaussian:v"))
+        return attrs.evolve(
+            base,
+            parts={
+                "pos": pos,
+                "atoms": categorical((MAX_ATOMS,), TRAIN_ATOM_FREQUENCIES),
+                "charges": categorical((MAX_ATOMS,), TRAIN_CHARGE_FREQUENCIES),
+                "bonds": categorical((pair_count(MAX_ATOMS),), TRAIN_BOND_FREQUENCIES),
+            },
+            network=ComponentSpec(
+                "molecules:eqgat",
+                {"width": 128, "vector_width": 32, "edge_width": 32, "layers": 6, "charges": 3, "bonds": BOND_ORDERS},
+            ),
+            sampler=ComponentSpec("by_kind", {"gaussian": "gaussian:dpmpp_2m", "categorical": "masked:ancestral"}),
+            grid=ComponentSpec("uniform", {"steps": 100}),
+            dataset=ComponentSpec("molecules:qm9", {"split": "train", "atoms": "graph"}),
+            method="molecules:qm9-bonds",
+        )
+
+    def weights(self) -> Path | None:
+        return packaged_weights("diffusekit_molecules", "qm9_bonds")
+
+    def _sample(self, pipeline, sizes: torch.Tensor, condition: Condition, progress: bool):
+        num = len(sizes)
+        given = {
+            name: torch.zeros(num, *part.shape, dtype=None if name == "pos" else torch.int64)
+            for name, part in pipeline.recipe.parts.items()
+        }
+        parts = pipeline.sample(
+            given=given, known=graph_padding(sizes, MAX_ATOMS), condition=condition, progress=progress
+        )
+        return decode_graph(parts, sizes)
+
+    def generate(self, pipeline, num: int, out_dir: Path, progress: bool = False) -> list[Path]:
+        atoms, pos, charges, bonds = self.sample(pipeline, num, progress=progress)
+        return write_molecules(atoms, pos, out_dir, per_row=self.per_row, bonds=bonds, charges=charges)
+
+    def write_outputs(self, samples: State, condition: Condition | None, out_dir: Path) -> list[Path]:
+        sizes = molecule_size(condition).num_atoms
+        atoms, pos, charges, bonds = decode_graph(samples, sizes)  # type: ignore[arg-type]
+        return write_molecules(atoms, pos, out_dir, per_row=self.per_row, bonds=bonds, charges=charges)
 
 
 @attrs.frozen
@@ -281,14 +362,31 @@ class QM9ConditionalMethod(QM9Method):
 
 
 def write_molecules(
-    atoms: torch.Tensor, pos: torch.Tensor, out_dir: Path, *, per_row: int = 4, extra: dict | None = None
+    atoms: torch.Tensor,
+    pos: torch.Tensor,
+    out_dir: Path,
+    *,
+    per_row: int = 4,
+    extra: dict | None = None,
+    bonds: torch.Tensor | None = None,
+    charges: torch.Tensor | None = None,
 ) -> list[Path]:
     """``molecules.sdf``, ``molecules.xyz``, ``molecules.png`` (at most 32 depictions) and
-    ``report.json`` (the evaluation, with ``extra`` entries)."""
+    ``report.json`` (the evaluation, with ``extra`` entries). With generated ``bonds`` (B, N, N)
+    and ``charges`` (B, N) the molecules are built and scored with them; otherwise bonds come
+    from EDM's distance rule."""
     out_dir.mkdir(parents=True, exist_ok=True)
     atoms_np, pos_np = atoms.numpy(), pos.double().numpy()
-    report = evaluate.evaluate(atoms_np, pos_np)
-    mols = [io.to_rdkit(a[a >= 0], p[a >= 0]) for a, p in zip(atoms_np, pos_np, strict=True)]
+    if bonds is None:
+        report = evaluate.evaluate(atoms_np, pos_np)
+        mols = [io.to_rdkit(a[a >= 0], p[a >= 0]) for a, p in zip(atoms_np, pos_np, strict=True)]
+    else:
+        bonds_np, charges_np = bonds.numpy(), charges.numpy()
+        report = evaluate.evaluate(atoms_np, pos_np, bonds=bonds_np, charges=charges_np)
+        mols = [
+            io.to_rdkit(a[a >= 0], p[a >= 0], b[a >= 0][:, a >= 0], c[a >= 0])
+            for a, p, b, c in zip(atoms_np, pos_np, bonds_np, charges_np, strict=True)
+        ]
     paths = [out_dir / "molecules.sdf", out_dir / "molecules.xyz", out_dir / "molecules.png", out_dir / "report.json"]
     io.write_sdf(paths[0], mols)
     io.write_xyz(paths[1], mols)
@@ -301,6 +399,8 @@ __all__ = [
     "MAX_ATOMS",
     "TRAIN_ATOM_COUNTS",
     "TRAIN_ATOM_FREQUENCIES",
+    "TRAIN_BOND_FREQUENCIES",
+    "TRAIN_CHARGE_FREQUENCIES",
     "QM9CategoricalMethod",
     "QM9Method",
     "draw_sizes",

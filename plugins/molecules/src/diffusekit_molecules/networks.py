@@ -9,6 +9,13 @@ with the atom mask of the :class:`~diffusekit_molecules.state.MoleculeSize` cond
 maps its equivariant output back to subspace coordinates. The output for ``pos`` therefore
 rotates with the input and the output for ``atoms`` is invariant; padding never reaches
 a real atom.
+
+Atom types may instead be tokens of a categorical part ``(N,)`` (one-hot features in,
+logits out). EQGAT-diff's state adds categorical ``charges`` ``(N,)`` (one-hot atom features
+in, logits out beside the types) and ``bonds``: the upper triangle ``(N (N - 1) / 2,)`` of the
+bond-order matrix, mirrored into one-hot edge features with the bonds' noise level and read
+back from the network's symmetric edge head as logits (``charges`` and ``bonds`` > 0 give
+their numbers of classes).
 """
 
 from __future__ import annotations
@@ -17,12 +24,13 @@ from collections.abc import Mapping
 
 import attrs
 import torch
+import torch.nn.functional as fn
 from attrs import validators as v
 from diffusekit import Condition, ConditionList, ConfigError, Embedding, Network, PartSpec, Schedule, ShapeError
 from torch import Tensor, nn
 
 from diffusekit_molecules import egnn
-from diffusekit_molecules.state import from_subspace, molecule_size, to_subspace
+from diffusekit_molecules.state import from_pairs, from_subspace, molecule_size, pair_count, to_pairs, to_subspace
 
 
 class MoleculeModule(nn.Module):
@@ -35,9 +43,10 @@ class MoleculeModule(nn.Module):
     classifier-free guidance needs).
     """
 
-    def __init__(self, core: nn.Module, atom_types: int, properties: int = 0) -> None:
+    def __init__(self, core: nn.Module, atom_types: int, properties: int = 0, charges: int = 0, bonds: int = 0) -> None:
         super().__init__()
         self.core, self.atom_types, self.properties = core, atom_types, properties
+        self.charges, self.bonds = charges, bonds
 
     def _property_features(self, condition: Condition | None, b: int, n: int, like: Tensor) -> list[Tensor]:
         if not self.properties:
@@ -56,7 +65,7 @@ class MoleculeModule(nn.Module):
     def forward(self, x: Mapping[str, Tensor], noise: Mapping[str, Tensor], condition: Condition | None) -> dict:
         y, h = x["pos"], x["atoms"]
         if not h.is_floating_point():  # tokens of a categorical part: one-hot features
-            h = torch.nn.functional.one_hot(h, self.atom_types).to(y.dtype)
+            h = fn.one_hot(h, self.atom_types).to(y.dtype)
         b, n = h.shape[0], h.shape[1]
         if y.ndim != 3 or tuple(y.shape) != (b, n - 1, 3):
             raise ShapeError(
@@ -68,22 +77,40 @@ class MoleculeModule(nn.Module):
                 f"the MoleculeSize condition is for {size.batch_size} x {size.max_atoms} atoms, the state {b} x {n}"
             )
         mask = size.mask().to(h.device)
-        level = torch.as_tensor(noise["atoms"], dtype=h.dtype, device=h.device)
-        while level.ndim > 2:  # times aligned with the data: (B, N, 1)
-            level = level.squeeze(-1)
-        level = level.reshape(*level.shape, *([1] * (2 - level.ndim))).expand(b, n)
+        level = _rows(noise["atoms"], b, n, h)
         # Rows of H beyond the largest molecule are 0 for every molecule and H restricted to the first
         # m atoms is H of size m, so the batch is cut to its largest molecule (exact; padding is cheap).
         m = max(int(size.num_atoms.max()), 2) if b else n
         extra = self._property_features(condition, b, m, h)
+        if self.charges:  # formal charges: one-hot features beside the types
+            extra.append(fn.one_hot(x["charges"][:, :m], self.charges).to(h.dtype))
+        edges = None
+        if self.bonds:  # bond orders: one-hot edge features and the bonds' noise level
+            orders = from_pairs(x["bonds"], n)[:, :m, :m]
+            bond_level = from_pairs(_rows(noise["bonds"], b, pair_count(n), h), n)[:, :m, :m, None]
+            edges = torch.cat([fn.one_hot(orders, self.bonds).to(h.dtype), bond_level], -1)
         h_in = torch.cat([h[:, :m], level[:, :m, None], *extra], -1)
-        pos_out, h_out, _ = self.core(from_subspace(y[:, : m - 1]), h_in, mask[:, :m])
+        pos_out, h_out, edge_out = self.core(from_subspace(y[:, : m - 1]), h_in, mask[:, :m], edges)
         # pos_out has zero mean over the real atoms and is 0 on padding: its subspace coordinates are exact
         pos_out = to_subspace(pos_out, mask[:, :m])
-        return {
-            "pos": torch.nn.functional.pad(pos_out, (0, 0, 0, n - m)),
-            "atoms": torch.nn.functional.pad(h_out, (0, 0, 0, n - m)),
+        out = {
+            "pos": fn.pad(pos_out, (0, 0, 0, n - m)),
+            "atoms": fn.pad(h_out[..., : self.atom_types], (0, 0, 0, n - m)),
         }
+        if self.charges:
+            out["charges"] = fn.pad(h_out[..., self.atom_types :], (0, 0, 0, n - m))
+        if self.bonds:
+            out["bonds"] = to_pairs(fn.pad(edge_out, (0, 0, 0, n - m, 0, n - m)))
+        return out
+
+
+def _rows(noise: Tensor | float, b: int, rows: int, like: Tensor) -> Tensor:
+    """A part's noise level as ``(B, rows)``: one per row, per sample or a scalar (trailing
+    singleton dimensions of times aligned with the data dropped)."""
+    level = torch.as_tensor(noise, dtype=like.dtype, device=like.device)
+    while level.ndim > 2:
+        level = level.squeeze(-1)
+    return level.reshape(*level.shape, *([1] * (2 - level.ndim))).expand(b, rows)
 
 
 class _MoleculeNetwork(Network):
@@ -91,21 +118,35 @@ class _MoleculeNetwork(Network):
 
     atom_types: int
     properties: int
+    charges: int
+    bonds: int
 
     def _config(self) -> egnn.EGNNConfig | egnn.EQGATConfig:
         raise NotImplementedError
 
     def build(self) -> MoleculeModule:
-        return MoleculeModule(self._config().build(), self.atom_types, self.properties)
+        return MoleculeModule(self._config().build(), self.atom_types, self.properties, self.charges, self.bonds)
 
     def _in_features(self) -> int:
-        return self.atom_types + 1 + (self.properties + 1 if self.properties else 0)
+        return self.atom_types + 1 + (self.properties + 1 if self.properties else 0) + self.charges
+
+    def _edges(self) -> dict[str, int]:
+        return {"edge_in_features": self.bonds + 1 if self.bonds else 0, "edge_out_features": self.bonds}
 
     def check_parts(self, parts: Mapping[str, PartSpec], schedules: Mapping[str, Schedule]) -> None:
         """Refuse anything but a Gaussian ``pos`` ``(N - 1, 3)`` and ``atoms`` either Gaussian
         ``(N, atom_types)`` or categorical ``(N,)`` over ``atom_types`` classes, one time per row."""
-        if sorted(parts) != ["atoms", "pos"]:
-            raise ConfigError("parts", f"a molecule network takes the parts 'pos' and 'atoms', got {sorted(parts)}")
+        want = ["atoms", "pos"] + (["charges"] if self.charges else []) + (["bonds"] if self.bonds else [])
+        if sorted(parts) != sorted(want):
+            raise ConfigError("parts", f"this molecule network takes the parts {sorted(want)}, got {sorted(parts)}")
+        for name, classes in (("charges", self.charges), ("bonds", self.bonds)):
+            if classes and schedules[name].kind != "categorical":
+                raise ConfigError(
+                    f"parts.{name}.schedule", f"must be categorical, got {type(schedules[name]).__name__}"
+                )
+            if classes and getattr(schedules[name], "num_classes", None) != classes:
+                got = getattr(schedules[name], "num_classes", None)
+                raise ConfigError(f"network.{name}", f"must be the {name} process's {got} classes, got {classes}")
         atoms, pos = parts["atoms"].shape, parts["pos"].shape
         if schedules["atoms"].kind == "categorical":
             if len(atoms) != 1:
@@ -119,6 +160,16 @@ class _MoleculeNetwork(Network):
             raise ConfigError("parts.atoms.shape", f"must be [N, {self.atom_types}] (atom_types), got {list(atoms)}")
         if list(pos) != [atoms[0] - 1, 3]:
             raise ConfigError("parts.pos.shape", f"must be [{atoms[0] - 1}, 3] (N - 1 subspace rows), got {list(pos)}")
+        if self.charges and list(parts["charges"].shape) != [atoms[0]]:
+            raise ConfigError(
+                "parts.charges.shape", f"must be [{atoms[0]}] (one per atom), got {list(parts['charges'].shape)}"
+            )
+        if self.bonds and list(parts["bonds"].shape) != [pair_count(atoms[0])]:
+            got = list(parts["bonds"].shape)
+            raise ConfigError(
+                "parts.bonds.shape",
+                f"must be [{pair_count(atoms[0])}] (the pairs i < j of {atoms[0]} atoms), got {got}",
+            )
         if schedules["pos"].kind != "gaussian":
             raise ConfigError("parts.pos.schedule", f"must be Gaussian, got {type(schedules['pos']).__name__}")
         for name in parts:
@@ -138,11 +189,14 @@ class EGNNDenoiser(_MoleculeNetwork):
     coords_range: float = attrs.field(default=15.0, validator=v.gt(0.0))
     normalization_factor: float = attrs.field(default=1.0, validator=v.gt(0.0))
     properties: int = attrs.field(default=0, validator=v.ge(0))
+    charges: int = attrs.field(default=0, validator=v.ge(0))
+    bonds: int = attrs.field(default=0, validator=v.ge(0))
 
     def _config(self) -> egnn.EGNNConfig:
         return egnn.EGNNConfig(
             in_features=self._in_features(),
-            out_features=self.atom_types,
+            out_features=self.atom_types + self.charges,
+            **self._edges(),
             width=self.width,
             layers=self.layers,
             sublayers=self.sublayers,
@@ -162,11 +216,14 @@ class EQGATDenoiser(_MoleculeNetwork):
     edge_width: int = attrs.field(default=32, validator=v.ge(1))
     layers: int = attrs.field(default=6, validator=v.ge(1))
     properties: int = attrs.field(default=0, validator=v.ge(0))
+    charges: int = attrs.field(default=0, validator=v.ge(0))
+    bonds: int = attrs.field(default=0, validator=v.ge(0))
 
     def _config(self) -> egnn.EQGATConfig:
         return egnn.EQGATConfig(
             in_features=self._in_features(),
-            out_features=self.atom_types,
+            out_features=self.atom_types + self.charges,
+            **self._edges(),
             width=self.width,
             vector_width=self.vector_width,
             edge_width=self.edge_width,

@@ -159,3 +159,78 @@ def molecule_size(condition: Condition | None) -> MoleculeSize:
             return item
     found = "None" if condition is None else type(condition).__name__
     raise ShapeError(f"a molecule network needs the molecules' sizes (a MoleculeSize condition), got {found}")
+
+
+# --- bonds and charges (EQGAT-diff's state) ---------------------------------------------------
+
+BOND_ORDERS = 4
+"""Bond classes of the ``bonds`` part: 0 (no bond), single, double, triple (kekulized)."""
+
+CHARGES = (-1, 0, 1)
+"""Formal charges of the ``charges`` part; class ``k`` is charge ``CHARGES[k]``."""
+
+
+@functools.lru_cache(maxsize=8)
+def _pairs(n: int) -> tuple[Tensor, Tensor]:
+    i, j = torch.triu_indices(n, n, offset=1)
+    return i, j
+
+
+def pair_count(n: int) -> int:
+    """The number of atom pairs ``i < j`` of ``n`` atoms: the length of the ``bonds`` part."""
+    return n * (n - 1) // 2
+
+
+def to_pairs(matrix: Tensor) -> Tensor:
+    """The upper triangle ``i < j`` of ``(B, N, N, ...)`` as ``(B, N (N - 1) / 2, ...)``, row by row.
+
+    A bond matrix is symmetric, so the triangle holds it whole: as a part of its own it is
+    symmetric by construction, whatever a sampler draws for each pair."""
+    i, j = _pairs(matrix.shape[1])
+    return matrix[:, i.to(matrix.device), j.to(matrix.device)]
+
+
+def from_pairs(pairs: Tensor, n: int) -> Tensor:
+    """The symmetric ``(B, n, n, ...)`` matrix of upper-triangle values (0 on the diagonal)."""
+    i, j = (z.to(pairs.device) for z in _pairs(n))
+    out = pairs.new_zeros(pairs.shape[0], n, n, *pairs.shape[2:])
+    out[:, i, j] = pairs
+    out[:, j, i] = pairs
+    return out
+
+
+def graph_padding(num_atoms: Tensor, max_atoms: int) -> dict[str, Tensor]:
+    """:func:`padding` with the ``charges`` (as ``atoms``) and ``bonds`` parts: a pair is padding
+    when either of its atoms is."""
+    known = padding(num_atoms, max_atoms)
+    _, j = _pairs(max_atoms)
+    known["charges"] = known["atoms"]
+    known["bonds"] = j.to(num_atoms.device)[None, :] >= num_atoms[:, None]
+    return known
+
+
+def encode_graph(atoms: Tensor, pos: Tensor, charges: Tensor, orders: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+    """EQGAT-diff's state of molecules: ``pos`` subspace coordinates, and as tokens ``atoms``
+    (types), ``charges`` (indices into :data:`CHARGES`) and ``bonds`` (the upper triangle of
+    the bond orders ``(B, N, N)``); padding tokens are 0 (no bond, for pairs). And the atom counts."""
+    parts, num_atoms = encode(atoms, pos, 0, tokens=True)
+    mask = atoms >= 0
+    lookup = {c: k for k, c in enumerate(CHARGES)}
+    if bool(((charges < min(CHARGES)) | (charges > max(CHARGES)))[mask].any()):
+        raise ShapeError(f"formal charges must be among {CHARGES}")
+    if bool(((orders < 0) | (orders >= BOND_ORDERS)).any()):
+        raise ShapeError(f"bond orders must lie in 0..{BOND_ORDERS - 1}")
+    parts["charges"] = torch.where(mask, charges.long() + lookup[0], 0)
+    pair_mask = mask[:, :, None] & mask[:, None, :]
+    parts["bonds"] = to_pairs(torch.where(pair_mask, orders.long(), 0))
+    return parts, num_atoms
+
+
+def decode_graph(parts: dict[str, Tensor], num_atoms: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Atom types ``(B, N)`` (-1 padding), centred positions ``(B, N, 3)``, formal charges ``(B, N)``
+    and symmetric bond orders ``(B, N, N)`` of EQGAT-diff's state (padding 0)."""
+    atoms, pos = decode(parts, num_atoms)
+    mask = atoms >= 0
+    charges = torch.where(mask, parts["charges"] - CHARGES.index(0), 0)
+    orders = from_pairs(parts["bonds"], atoms.shape[1]) * (mask[:, :, None] & mask[:, None, :])
+    return atoms, pos, charges, orders
