@@ -198,9 +198,9 @@ class QM9CategoricalMethod(QM9Method):
     """QM9 with categorical atom types, as EQGAT-diff (Le et al., 2024) diffuses them: positions
     as in ``molecules:qm9``, atom types as tokens corrupted towards their training frequencies
     (the masked plugin's ``masked:marginal`` process) and predicted as logits
-    (``masked:x0_logits``); ``core:by_kind`` samples both parts in one loop, DPM-Solver++(2M) for
-    the positions and ancestral steps for the types. Same network and training budget as
-    ``molecules:qm9``; no bonds or charges.
+    (``masked:x0_logits``); ``core:by_kind`` samples both parts in one loop on one uniform plan,
+    DPM-Solver++(2M) for the positions (v-predicted: finite at t = 1, where α = 0) and ancestral
+    steps for the types. Same network and training budget as ``molecules:qm9``; no bonds or charges.
 
     It ships no weights yet: ``diffusekit train molecules:qm9-categorical --out FILE`` trains it.
     """
@@ -208,6 +208,8 @@ class QM9CategoricalMethod(QM9Method):
     def recipe(self) -> Recipe:
         base = super().recipe()
         parts = dict(base.parts)
+        # v-prediction: finite where alpha = 0, so the plan (shared with the categorical part) starts at t = 1
+        parts["pos"] = attrs.evolve(parts["pos"], parameterization=ComponentSpec("gaussian:v"))
         parts["atoms"] = PartSpec(
             shape=(MAX_ATOMS,),
             schedule=ComponentSpec("masked:marginal", {"frequencies": list(TRAIN_ATOM_FREQUENCIES)}),
@@ -218,6 +220,7 @@ class QM9CategoricalMethod(QM9Method):
             base,
             parts=parts,
             sampler=ComponentSpec("by_kind", {"gaussian": "gaussian:dpmpp_2m", "categorical": "masked:ancestral"}),
+            grid=ComponentSpec("uniform", {"steps": 100}),
             dataset=ComponentSpec("molecules:qm9", {"split": "train", "atoms": "tokens"}),
             method="molecules:qm9-categorical",
         )
