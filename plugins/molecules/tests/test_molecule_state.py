@@ -227,3 +227,27 @@ def test_qm9_loads_as_states_that_decode_to_the_molecules_and_train():
     result = train(pipeline, progress=False)
     assert result.step == 2 and torch.isfinite(torch.tensor(result.loss))
     assert any(not torch.equal(a, b) for a, b in zip(before, pipeline.network.parameters(), strict=True))
+
+
+@examples
+@given(st.lists(st.integers(1, 8), min_size=1, max_size=4), st.integers(0, 2**16))
+def test_corruption_keeps_the_centre_of_mass_at_zero_and_the_padding_given(sizes, seed):
+    """Training's draws (times, noise, held padding): every noisy molecule is centred and its
+    padding is exactly the data (zeros), whatever the noise."""
+    from diffusekit import Data
+    from diffusekit.training import draw_batch
+
+    width = 8
+    atoms, pos = molecules(sizes, width, seed)
+    parts, num_atoms = encode(atoms, pos.float(), 5)
+    data = Data(parts, MoleculeSize(num_atoms, max_atoms=width), known=padding(num_atoms, width))
+    pipeline = build(tiny_recipe())
+    drawn = draw_batch(pipeline, data, torch.Generator().manual_seed(seed))
+    noisy = {k: c.x_t for k, c in drawn.corrupted.items()}
+    mask = atoms >= 0
+    x = from_subspace(noisy["pos"].double())
+    assert torch.allclose(x.sum(1), torch.zeros(len(sizes), 3, dtype=F64), atol=1e-5)
+    assert bool((x[~mask] == 0).all())
+    for name, known in data.known.items():
+        assert bool((noisy[name][known] == 0).all()), name
+        assert bool((drawn.times[name][known] == 0).all()), name
