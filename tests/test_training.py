@@ -6,10 +6,10 @@ import attrs
 import pytest
 import torch
 from diffusekit import ClassLabel, Data, Denoiser, Pipeline, build, load_checkpoint, train
-from diffusekit.errors import ShapeError
+from diffusekit.errors import ConfigError, ShapeError
 from diffusekit.recipe import ComponentSpec, PartSpec, Recipe, TrainConfig
 from diffusekit.testing.oracle import GaussianMixture
-from diffusekit.training import T_MIN, batch_losses, draw_batch, plan_times, sample_times
+from diffusekit.training import T_MIN, batch_losses, draw_batch, draw_rows, plan_times, sample_times, size_buckets
 from diffusekit_gaussian import DDIM, EpsilonPrediction, KarrasGrid, VPCosine
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -351,3 +351,48 @@ def test_parts_share_one_time_per_sample_as_configured(shared, seed):
         assert bool(tied.all())
     if shared == 0.0:  # independent uniform draws: equal only by chance (probability 0)
         assert not bool(tied.any())
+
+
+# --- batches by size ---------------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(st.integers(1, 60), st.integers(1, 8), st.integers(1, 9), st.integers(0, 2**16))
+def test_bucketed_batches_hold_examples_of_one_bucket(n, buckets, batch, seed):
+    sizes = torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(seed))
+    data = Data({"x": torch.zeros(n, 2)}, sizes=sizes)
+    groups = size_buckets(data, buckets)
+    assert sorted(torch.cat(groups).tolist()) == list(range(n))  # every example in exactly one bucket
+    assert max(map(len, groups)) - min(map(len, groups)) <= 1
+    for low, high in zip(groups, groups[1:], strict=False):
+        assert int(sizes[low].max()) <= int(sizes[high].min())  # buckets follow the sizes
+    rows = draw_rows(n, batch, torch.Generator().manual_seed(seed), groups)
+    assert rows.shape == (batch,) and any(set(rows.tolist()) <= set(g.tolist()) for g in groups)
+
+
+def test_bucketed_batches_draw_every_example_equally_often():
+    """Buckets of unequal count (10 examples into 3 buckets: 4, 3, 3) are drawn in proportion to
+    their count, so each example's share of 30,000 draws is 1/10 (binomial sd 0.0017)."""
+    data = Data({"x": torch.zeros(10, 2)}, sizes=torch.arange(10).flip(0))
+    groups = size_buckets(data, 3)
+    g = torch.Generator().manual_seed(0)
+    rows = torch.cat([draw_rows(10, 10, g, groups) for _ in range(3000)])
+    share = torch.bincount(rows, minlength=10).double() / len(rows)
+    assert torch.allclose(share, torch.full((10,), 0.1, dtype=torch.float64), atol=0.008)
+
+
+def test_without_buckets_batches_are_the_plain_uniform_draw():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(draw_rows(50, 16, g1), torch.randint(50, (16,), generator=g2))
+    assert size_buckets(Data({"x": torch.zeros(4, 2)}), 4) is None
+
+
+def test_buckets_train_and_need_sizes():
+    data = _data()
+    sized = attrs.evolve(data, sizes=data.parts["x"][:, 0])
+    result = train(build(_recipe(buckets=4, steps=3)), sized, progress=False)
+    assert result.step == 3
+    with pytest.raises(ConfigError, match="train.buckets"):
+        train(build(_recipe(buckets=4, steps=3)), data, progress=False)
+    with pytest.raises(ShapeError, match="sizes"):
+        Data({"x": torch.zeros(4, 2)}, sizes=torch.zeros(3))

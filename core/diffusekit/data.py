@@ -32,6 +32,10 @@ class Data:
     parts: Parts
     condition: Condition | None = None
     known: dict[str, Tensor] = attrs.field(factory=dict)
+    sizes: Tensor | None = None
+    """Optionally, a size per example ``(N,)`` (atoms, tokens): with ``train.buckets`` each
+    training batch is drawn from examples of similar size, so a network that cuts padding
+    away (to the batch's largest example) computes less."""
 
     def __attrs_post_init__(self) -> None:
         for name, mask in self.known.items():
@@ -43,6 +47,10 @@ class Data:
                     f"data: the known mask of part {name!r} must be booleans shaped like the part's leading "
                     f"dimensions {shape}, got {mask.dtype} {tuple(mask.shape)}"
                 )
+        if self.sizes is not None and (self.sizes.ndim != 1 or len(self.sizes) != batch_size(self.parts)):
+            raise ShapeError(
+                f"data: sizes must be one per example ({batch_size(self.parts)},), got {tuple(self.sizes.shape)}"
+            )
 
     def __len__(self) -> int:
         return batch_size(self.parts)
@@ -52,6 +60,7 @@ class Data:
             {name: value[index] for name, value in self.parts.items()},
             None if self.condition is None else self.condition.take(index),
             {name: mask[index] for name, mask in self.known.items()},
+            None if self.sizes is None else self.sizes[index],
         )
 
     def to(self, device: torch.device | str) -> Data:
@@ -59,6 +68,7 @@ class Data:
             {name: value.to(device) for name, value in self.parts.items()},
             None if self.condition is None else self.condition.to(device),
             {name: mask.to(device) for name, mask in self.known.items()},
+            None if self.sizes is None else self.sizes.to(device),
         )
 
 

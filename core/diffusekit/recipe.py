@@ -98,6 +98,9 @@ class TrainConfig:
     # the probability that a sample holds a random subset of its time elements (frames, tokens)
     # given at t = 0, as sampling with given elements does; held elements are out of the loss
     hold: float = attrs.field(default=0.0, validator=[finite, attrs.validators.ge(0.0), attrs.validators.le(1.0)])
+    # data with a size per example (Data.sizes): each batch is drawn from one of this many buckets
+    # of examples sorted by size (equal counts), so batches hold examples of similar size (0: off)
+    buckets: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     checkpoint_every: int = 1000
     log_every: int = 50
     # earlier checkpoints kept beside the latest, as FILE.step<N>.safetensors (0: only the latest)

@@ -235,6 +235,26 @@ def plan_times(
     return t.masked_fill(held, 0.0), held
 
 
+def size_buckets(data: Data, buckets: int) -> list[Tensor] | None:
+    """The example indices of ``buckets`` buckets of equal count (within one), by ``data.sizes``
+    (stable order); ``None`` without buckets or sizes."""
+    if not buckets or data.sizes is None:
+        return None
+    order = torch.argsort(data.sizes, stable=True)
+    return [chunk for chunk in torch.tensor_split(order, min(buckets, len(order))) if len(chunk)]
+
+
+def draw_rows(n: int, batch: int, generator: torch.Generator, buckets: list[Tensor] | None = None) -> Tensor:
+    """A training batch's example indices: uniform with replacement over the ``n`` examples, or,
+    with ``buckets``, uniform over one bucket drawn with probability proportional to its count
+    (so every example is still equally likely)."""
+    if buckets is None:
+        return torch.randint(n, (batch,), generator=generator)
+    counts = torch.tensor([len(b) for b in buckets], dtype=torch.float64)
+    chosen = buckets[int(torch.multinomial(counts, 1, generator=generator))]
+    return chosen[torch.randint(len(chosen), (batch,), generator=generator)]
+
+
 def draw_batch(pipeline: Pipeline, batch: Data, generator: torch.Generator) -> Drawn:
     """Condition dropout, times and corruptions for the whole ``batch``, in one fixed order from
     ``generator``: every process of a distributed run draws the same and takes its rows."""
@@ -566,6 +586,9 @@ def train(
     network = pipeline.network.to(device)
     data = load_data(pipeline) if data is None else data
     check_data(recipe, data)
+    if cfg.buckets and data.sizes is None:
+        raise ConfigError("train.buckets", "draws batches by example size, but the data has no sizes (Data.sizes)")
+    buckets = size_buckets(data, cfg.buckets)
     if metrics is None and out is not None:
         metrics = out.with_suffix(".metrics.jsonl")
     metrics = Path(metrics) if metrics is not None else None
@@ -671,7 +694,7 @@ def train(
             lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            index = torch.randint(len(data), (cfg.batch_size,), generator=generator)
+            index = draw_rows(len(data), cfg.batch_size, generator, buckets)
             dropout_seed = int(torch.randint(2**62, (), generator=generator))
             batch = data.take(index)
             drawn = draw_batch(pipeline, batch, generator)  # the whole batch's draws, on every process

@@ -62,4 +62,4 @@ class QM9Dataset(Dataset):
         if self.properties:
             values = torch.stack([normalize(p, data.properties[p][index]) for p in self.properties], 1)
             condition = ConditionList((condition, Embedding(values)))
-        return Data(parts, condition, known=known)
+        return Data(parts, condition, known=known, sizes=num_atoms)

@@ -105,7 +105,8 @@ class QM9Method(Method):
 
     An EGNN (width 128, 9 layers, attention on edges) predicts the noise of both parts; training
     draws one time per molecule for both parts (``shared_time`` = ``shared_parts`` = 1) on the
-    100,000 molecules of the training split. Sampling defaults to DPM-Solver++(2M) with 100 steps
+    100,000 molecules of the training split, each batch of molecules of similar size
+    (``buckets`` = 10). Sampling defaults to DPM-Solver++(2M) with 100 steps
     on a log-SNR grid from σ̃ = 80 down (at t = 1 the cosine schedule's α is 6e-4, where a noise
     prediction's error in x̂0 is amplified 1,700-fold); EDM's own sampler is ancestral with
     1,000 steps (``--set sampler=gaussian:ddpm --set grid.steps=1000``). ``atoms`` > 0 gives
@@ -136,6 +137,7 @@ class QM9Method(Method):
                 condition_dropout=0.0,
                 shared_time=1.0,
                 shared_parts=1.0,
+                buckets=10,  # batches of similar sizes: the network cuts them to their largest molecule
                 checkpoint_every=500,
                 keep_checkpoints=3,
                 log_every=100,
