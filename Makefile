@@ -20,8 +20,8 @@ test: $(TEST_STAMP)
 install: $(STAMP)
 
 # plugins beyond the main job's (kept out of `make run`'s set-up)
-$(TEST_STAMP): $(STAMP) plugins/video/pyproject.toml plugins/molecules/pyproject.toml
-	$(BIN)/python -m pip install -e "plugins/video[mp4]" -e plugins/molecules
+$(TEST_STAMP): $(STAMP) plugins/video/pyproject.toml plugins/molecules/pyproject.toml plugins/multiview/pyproject.toml
+	$(BIN)/python -m pip install -e "plugins/video[mp4]" -e plugins/molecules -e plugins/multiview
 	touch $(TEST_STAMP)
 
 $(STAMP): pyproject.toml plugins/gaussian/pyproject.toml plugins/masked/pyproject.toml scripts/install-torch.sh

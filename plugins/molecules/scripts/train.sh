@@ -1,9 +1,9 @@
 #!/usr/bin/env sh
 # How the shipped QM9 weights are made (run from the repository root, after `make test` has
 # installed the molecules plugin): train molecules:qm9's recipe on CPU (2 threads; EGNN width 128,
-# 9 layers, batch 64: about 0.85 s a step on 2 free cores), then export the EMA weights as float16,
-# sampling-only. The learning rate is constant after warm-up, so a run stopped at a checkpoint
-# and resumed with --resume (with more train.steps) is the same training.
+# 9 layers, batch 64 of similar-size molecules: about 0.55 s a step on 2 free cores), then export
+# the EMA weights as float16, sampling-only. The learning rate is constant after warm-up, so a run
+# stopped at a checkpoint and resumed (RESUME=1, STEPS=more) is the same training.
 # Check the result: diffusekit run molecules:qm9 --num 64 --out out/qm9 (look at molecules.png and
 # report.json), and the numbers: .venv/bin/python benchmarks/molecules.py quality
 set -eu
