@@ -41,6 +41,9 @@ bench: bench-install $(TEST_STAMP)
 	cd benchmarks && ../$(BIN)/python scale_out.py
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python video.py rollout --batch 1 --length 32
 	cd benchmarks && for b in cost fidelity stability tasks; do OMP_NUM_THREADS=1 ../$(BIN)/python video.py $$b || exit 1; done
+	cd benchmarks && ../$(BIN)/python molecules.py quality --num 1000 --data
+	cd benchmarks && ../$(BIN)/python molecules.py samplers --num 256 --num-ddpm 128
+	cd benchmarks && ../$(BIN)/python molecules.py nll --num 1000
 
 bench-install: $(STAMP)
 	$(BIN)/python -m pip install -e ".[bench]"
