@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from diffusekit import hookimpl
 
-from diffusekit_multiview import scenes
+from diffusekit_multiview import networks, scenes
 
 
 @hookimpl
 def register_datasets(register):
     register(scenes.Shapes, name="shapes")
+
+
+@hookimpl
+def register_networks(register):
+    register(networks.MultiViewTransformer, name="mv_transformer")

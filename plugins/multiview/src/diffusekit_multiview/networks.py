@@ -1,0 +1,348 @@
+r"""A multi-view transformer denoiser with cross-view attention and camera conditioning.
+
+The views of a scene ``(B, V, 3, S, S)`` are cut into patch tokens ``(B, V, T, D)`` (``T`` patches per
+view). Each block applies self-attention, then an MLP. With ``cross_view=True`` the attention runs
+over all ``V·T`` tokens of a sample at once, ``(B, V·T, D)``: MVDream's "3-D self-attention" (Shi et
+al., 2023, "MVDream: Multi-view Diffusion for 3D Generation"), which inflates a 2-D image model's
+self-attention to every view so that the views agree on one object. With ``cross_view=False`` each
+view attends only to its own tokens, ``(B·V, T, D)``: the same network with independent views, the
+ablation baseline.
+
+**No view order.** Positions are learned *within* a view only (one table of ``T`` embeddings shared
+by every view) and nothing depends on a view's index: a view is known by its camera. Permuting the
+views together with their cameras and noise levels therefore permutes the output the same way
+(view-permutation equivariance), and the model takes any number of views ``V`` ≥ 1 at call time.
+
+**Per-view time.** Each view has its own noise level, ``(B, V)`` (or one per sample, ``(B,)``, or a
+scalar), so that given views can be held clean (t = 0) while the others are denoised, as in
+image-conditioned novel-view synthesis. Its sinusoidal embedding, through an MLP, modulates every
+block of that view's tokens by adaptive LayerNorm with zero-initialised gates (adaLN-Zero; Peebles
+& Xie, 2023, "Scalable Diffusion Models with Transformers", DiT), as in the video plugin's
+spatio-temporal transformer.
+
+**Cameras** (``camera``), from the :class:`~diffusekit.Embedding` of the flattened 4×4
+world-to-camera extrinsics of every view, ``(B, V·16)``, as the ``shapes`` dataset gives them:
+
+- ``"extrinsics"``: MVDream's camera embedding. Each view's flattened matrix goes through a
+  2-layer MLP whose output is added to that view's time embedding, so it reaches every block
+  through the modulation. A sample without cameras (the null embedding, for classifier-free
+  guidance) gets a learned null camera embedding.
+- ``"plucker"``: per-pixel rays in Plücker coordinates :math:`(d, o \times d)`, 6 channels
+  (:func:`~diffusekit_multiview.cameras.rays`, :func:`~diffusekit_multiview.cameras.plucker`),
+  concatenated to the pixels before patchifying: a dense camera code, as in Light Field Networks
+  (Sitzmann et al., 2021) and CAT3D (Gao et al., 2024). Rays are computed with the vertical field of
+  view ``fov_deg`` (the dataset's :data:`~diffusekit_multiview.scenes.FOV_DEG` by default). A sample
+  without cameras gets zero channels (real rays have unit directions, so zero is no ray).
+- ``"none"``: cameras are ignored (an unposed baseline).
+
+**Classes** (``num_classes`` > 0): a :class:`~diffusekit.ClassLabel` (the condition itself or an
+item of a :class:`~diffusekit.ConditionList`, beside the cameras) is embedded and added to every
+view's time embedding; the null label −1 maps to a learned null embedding, so classifier-free
+guidance works (Ho & Salimans, 2022).
+
+**Output.** The tokens are unpatchified to ``refine`` channels per pixel and a per-view head of two
+3×3 convolutions over those channels and the noisy view (U-ViT's final convolution; Bao et al.,
+2023) smooths the patch seams; with ``refine = 0`` each patch is decoded by one linear map. The last
+layer is zero-initialised, so the untrained network outputs exactly 0.
+
+Cost per sample and layer (``V`` views of ``T`` patches, width ``D``), in multiply-adds: ``12 V T D²``
+for projections and MLP plus ``2 (V T)² D`` for joint attention, or ``2 V T² D`` per view.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+import torch
+import torch.nn.functional as F
+from attrs import validators as v
+from diffusekit import (
+    ClassLabel,
+    Condition,
+    ConditionList,
+    ConfigError,
+    Embedding,
+    Network,
+    PartSpec,
+    Schedule,
+    ShapeError,
+)
+from diffusekit.state import DEFAULT_PART
+from torch import Tensor, nn
+
+from diffusekit_multiview import cameras, scenes
+
+CHANNELS = 3
+"""Colour channels of a view."""
+PART = "views"
+"""The part name of the ``shapes`` dataset; the network also takes the default part."""
+CAMERAS = ("extrinsics", "plucker", "none")
+
+
+def per_view(noise: Tensor | float, batch: int, views: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The noise level as ``(B, V)``: a scalar, ``(B,)`` per sample or ``(B, V)`` per view (trailing
+    singleton dimensions, as in times aligned with the data, are dropped). The video network's
+    ``per_frame``, for views."""
+    noise = torch.as_tensor(noise, device=device)
+    shape = tuple(noise.shape)
+    while noise.ndim > 2 and noise.shape[-1] == 1:
+        noise = noise.squeeze(-1)
+    if noise.ndim == 1:
+        noise = noise[:, None]
+    if noise.ndim > 2 or (noise.ndim == 2 and (noise.shape[0] not in (1, batch) or noise.shape[1] not in (1, views))):
+        raise ShapeError(
+            f"the noise level must be a scalar, one per sample ({batch},) or one per view ({batch}, {views}); "
+            f"got shape {shape}"
+        )
+    return noise.to(dtype).expand(batch, views)
+
+
+def modulate(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    return h * (1 + scale) + shift
+
+
+def split_condition(condition: Condition | None) -> tuple[Embedding | None, ClassLabel | None]:
+    """The cameras and the class labels in ``condition``: itself or the items of a
+    :class:`~diffusekit.ConditionList`, at most one of each; anything else is refused."""
+    items = () if condition is None else condition.items if isinstance(condition, ConditionList) else (condition,)
+    found: dict[type, Condition] = {}
+    for item in items:
+        kind = Embedding if isinstance(item, Embedding) else ClassLabel if isinstance(item, ClassLabel) else None
+        if kind is None:
+            raise ShapeError(
+                f"this transformer is conditioned on cameras (Embedding) and class labels (ClassLabel), "
+                f"got {type(item).__name__}"
+            )
+        if kind in found:
+            raise ShapeError(f"the condition holds more than one {kind.__name__}; which one is meant is ambiguous")
+        found[kind] = item
+    return found.get(Embedding), found.get(ClassLabel)  # type: ignore[return-value]
+
+
+class Block(nn.Module):
+    """Self-attention (over all views' tokens, or within each view), then an MLP; each pre-normed
+    and modulated by the view's embedding (adaLN-Zero)."""
+
+    def __init__(self, d: int, heads: int, dropout: float, cross_view: bool) -> None:
+        super().__init__()
+        self.heads, self.dropout, self.cross_view = heads, dropout, cross_view
+        self.norms = nn.ModuleList(nn.LayerNorm(d, elementwise_affine=False) for _ in range(2))
+        self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * d, d))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        nn.init.zeros_(self.ada[1].weight)  # every block starts as the identity
+        nn.init.zeros_(self.ada[1].bias)
+
+    def forward(self, h: Tensor, e: Tensor) -> Tensor:
+        """``h`` (B, V, T, D), ``e`` (B, V, D)."""
+        b, views, t, d = h.shape
+        mods = self.ada(e)[:, :, None].chunk(6, dim=-1)
+        a = modulate(self.norms[0](h), mods[0], mods[1])
+        # one sequence per sample (MVDream's 3-D attention) or per view (the ablation)
+        a = a.reshape(b, views * t, d) if self.cross_view else a.reshape(b * views, t, d)
+        m, length = a.shape[:2]
+        q, k, val = self.qkv(a).reshape(m, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        o = F.scaled_dot_product_attention(q, k, val, dropout_p=self.dropout if self.training else 0.0)
+        o = self.out(o.transpose(1, 2).reshape(m, length, d)).reshape(b, views, t, d)
+        h = h + mods[2] * o
+        return h + mods[5] * self.mlp(modulate(self.norms[1](h), mods[3], mods[4]))
+
+
+class MultiViewModule(nn.Module):
+    """The module built by :class:`MultiViewTransformer`:
+    ``(x (B, V, 3, S, S), noise_level, condition) -> (B, V, 3, S, S)``.
+
+    ``x`` may also be a one-part dict (the denoiser's form for a part named ``views``), with the
+    noise level as a dict of the same key; the output is then a dict too.
+    """
+
+    def __init__(self, spec: MultiViewTransformer) -> None:
+        super().__init__()
+        d, self.spec = spec.d_model, spec
+        extra = 6 if spec.camera == "plucker" else 0  # Plücker channels beside the pixels
+        self.patch = nn.Linear((CHANNELS + extra) * spec.patch**2, d)
+        self.positions = nn.Parameter(torch.randn(spec.tokens, d) * 0.02)  # within a view: no view index
+        self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(1000.0), d // 2)), persistent=False)
+        self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.camera = None
+        self.null_camera = None
+        if spec.camera == "extrinsics":
+            self.camera = nn.Sequential(nn.Linear(16, d), nn.SiLU(), nn.Linear(d, d))
+            self.null_camera = nn.Parameter(torch.randn(d) * 0.02)
+        self.labels = nn.Embedding(spec.num_classes + 1, d) if spec.num_classes else None  # + the null label
+        self.blocks = nn.ModuleList(Block(d, spec.heads, spec.dropout, spec.cross_view) for _ in range(spec.layers))
+        self.norm = nn.LayerNorm(d, elementwise_affine=False)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+        out = spec.refine or CHANNELS
+        self.unpatch = nn.Linear(d, out * spec.patch**2)
+        self.refine = None
+        if spec.refine:  # a per-view 3x3 conv head on the pixels (U-ViT's final conv): no blocky patch seams
+            self.refine = nn.Sequential(
+                nn.Conv2d(out + CHANNELS, out, 3, padding=1),
+                nn.SiLU(),
+                nn.Conv2d(out, CHANNELS, 3, padding=1),
+            )
+        for layer in (self.ada[1], self.refine[-1] if self.refine is not None else self.unpatch):
+            nn.init.zeros_(layer.weight)  # the untrained network outputs 0
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: Any, noise: Any, condition: Condition | None = None) -> Any:
+        if isinstance(x, Mapping):  # a part named "views" arrives as a dict, from the denoiser
+            if len(x) != 1:
+                raise ShapeError(f"this transformer denoises one part, got {sorted(x)}")
+            (name,) = x
+            level = noise[name] if isinstance(noise, Mapping) else noise
+            return {name: self._run(x[name], level, condition)}
+        return self._run(x, noise, condition)
+
+    def _run(self, x: Tensor, noise: Tensor | float, condition: Condition | None) -> Tensor:
+        s = self.spec
+        if not isinstance(x, Tensor) or x.ndim != 5 or tuple(x.shape[2:]) != (CHANNELS, s.size, s.size):
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ShapeError(f"this transformer takes views (B, V, {CHANNELS}, {s.size}, {s.size}), got {shape}")
+        b, views, p, g = x.shape[0], x.shape[1], s.patch, s.size // s.patch
+        extrinsics, label = split_condition(condition)
+        e = self._embed(per_view(noise, b, views, x.dtype, x.device), extrinsics, label, b, views)
+        pixels = x
+        if s.camera == "plucker":
+            pixels = torch.cat([x, self._plucker(extrinsics, b, views, x)], dim=2)
+        c = pixels.shape[2]
+        h = pixels.reshape(b, views, c, g, p, g, p).permute(0, 1, 3, 5, 2, 4, 6).reshape(b, views, g * g, c * p * p)
+        h = self.patch(h) + self.positions
+        for block in self.blocks:
+            h = block(h, e)
+        shift, scale = self.ada(e)[:, :, None].chunk(2, dim=-1)
+        out = self.unpatch(modulate(self.norm(h), shift, scale))
+        k = s.refine or CHANNELS
+        out = out.reshape(b, views, g, g, k, p, p).permute(0, 1, 4, 2, 5, 3, 6).reshape(b * views, k, s.size, s.size)
+        if self.refine is not None:
+            out = self.refine(torch.cat([out, x.reshape(b * views, CHANNELS, s.size, s.size)], dim=1))
+        return out.reshape(x.shape)
+
+    def _embed(self, t: Tensor, extrinsics: Embedding | None, label: ClassLabel | None, b: int, views: int) -> Tensor:
+        """Each view's embedding ``(B, V, D)``: its time, plus its camera (``"extrinsics"``) and the class."""
+        e = self.time(torch.cat([torch.sin(t[..., None] * self.freqs), torch.cos(t[..., None] * self.freqs)], -1))
+        if self.camera is not None:
+            matrices, present = self._cameras(extrinsics, b, views, e.dtype, e.device)
+            embedded = self.camera(matrices.flatten(-2))
+            e = e + torch.where(present[:, None, None], embedded, self.null_camera.to(e.dtype))
+        if label is not None and self.labels is None:
+            raise ShapeError("this transformer has no class embedding (num_classes = 0), got class labels")
+        if self.labels is not None:
+            if label is None:  # no labels: the unconditional (null) embedding
+                index = torch.full((b,), self.spec.num_classes, dtype=torch.long, device=e.device)
+            else:
+                if label.num_classes != self.spec.num_classes or label.batch_size != b:
+                    raise ShapeError(
+                        f"this transformer embeds {self.spec.num_classes} classes for {b} samples, got class "
+                        f"labels with num_classes = {label.num_classes} for {label.batch_size}"
+                    )
+                index = label.embedding_index().to(e.device)
+            e = e + self.labels(index)[:, None]
+        return e
+
+    def _cameras(
+        self, extrinsics: Embedding | None, b: int, views: int, dtype: torch.dtype, device: torch.device
+    ) -> tuple[Tensor, Tensor]:
+        """The world-to-camera matrices ``(B, V, 4, 4)`` and which samples have them ``(B,)``; none
+        (all absent, zero matrices) without an :class:`~diffusekit.Embedding`."""
+        if extrinsics is None:
+            return torch.zeros(b, views, 4, 4, dtype=dtype, device=device), torch.zeros(
+                b, dtype=torch.bool, device=device
+            )
+        values = extrinsics.values
+        if values.shape[0] != b or values[0].numel() != views * 16:
+            raise ShapeError(
+                f"the cameras must be the flattened 4x4 extrinsics of every view, ({b}, {views * 16}) for {views} "
+                f"views; got {tuple(values.shape)}"
+            )
+        present = extrinsics.present.to(device)
+        matrices = values.reshape(b, views, 4, 4).to(dtype=dtype, device=device)
+        return matrices * present[:, None, None, None], present  # absent cameras are zero whatever they held
+
+    def _plucker(self, extrinsics: Embedding | None, b: int, views: int, x: Tensor) -> Tensor:
+        """Per-pixel Plücker rays ``(B, V, 6, S, S)``; zeros for samples without cameras."""
+        matrices, present = self._cameras(extrinsics, b, views, x.dtype, x.device)
+        if not bool(present.any()):
+            return x.new_zeros(b, views, 6, self.spec.size, self.spec.size)
+        # absent cameras are zero matrices: their rays are 0 (no rotation, centre at the origin)
+        origins, directions = cameras.rays(matrices, self.spec.size, self.spec.fov_deg)
+        return cameras.plucker(origins, directions).permute(0, 1, 4, 2, 3)
+
+
+def _even(instance, attribute: attrs.Attribute, value: int) -> None:
+    if value % 2:
+        raise ValueError(f"'{attribute.name}' must be even: {value}")
+
+
+@attrs.frozen
+class MultiViewTransformer(Network):
+    """A small multi-view transformer (see :mod:`diffusekit_multiview.networks`): patch tokens with
+    positions within a view only, self-attention over the tokens of all views jointly (MVDream's 3-D
+    attention; Shi et al., 2023) or, with ``cross_view=False``, within each view; a per-view time
+    embedding by adaLN-Zero (Peebles & Xie, 2023); cameras as an embedding of the extrinsics added to
+    the time (``camera="extrinsics"``, MVDream), as Plücker ray channels beside the pixels
+    (``"plucker"``; Sitzmann et al., 2021; Gao et al., 2024, CAT3D) or not at all (``"none"``);
+    ``num_classes`` > 0 adds a class embedding with a learned null label for classifier-free guidance.
+
+    ``size`` is the height and width of a view, cut into ``patch`` × ``patch`` patches; ``views`` is
+    only the number of views of :meth:`example_shape` (the module takes any number). ``refine`` > 0
+    adds a per-view convolutional head over that many channels and the noisy view; ``fov_deg`` is the
+    cameras' vertical field of view for the Plücker rays.
+    """
+
+    size: int = attrs.field(default=32, validator=v.ge(1))
+    patch: int = attrs.field(default=4, validator=v.ge(1))
+    d_model: int = attrs.field(default=96, validator=[v.ge(8), _even])  # sines and cosines of the time
+    layers: int = attrs.field(default=4, validator=v.ge(1))
+    heads: int = attrs.field(default=4, validator=v.ge(1))
+    views: int = attrs.field(default=6, validator=v.ge(1))
+    cross_view: bool = True
+    camera: Literal["extrinsics", "plucker", "none"] = attrs.field(default="extrinsics", validator=v.in_(CAMERAS))
+    num_classes: int = attrs.field(default=0, validator=v.ge(0))
+    refine: int = attrs.field(default=32, validator=v.ge(0))
+    dropout: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.lt(1.0)])
+    fov_deg: float = attrs.field(default=scenes.FOV_DEG, validator=[v.gt(0.0), v.lt(180.0)])
+
+    def __attrs_post_init__(self) -> None:
+        if self.size % self.patch:
+            raise ValueError(f"size {self.size} is not a multiple of patch {self.patch}")
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model {self.d_model} does not split into {self.heads} heads")
+
+    @property
+    def tokens(self) -> int:
+        """Patches per view."""
+        return (self.size // self.patch) ** 2
+
+    def build(self) -> MultiViewModule:
+        return MultiViewModule(self)
+
+    def check_parts(self, parts: Mapping[str, PartSpec], schedules: Mapping[str, Schedule]) -> None:
+        """Refuse parts other than one Gaussian part ``views`` (or the default part) of
+        ``(V, 3, size, size)``, with one time per sample or per view."""
+        names = list(parts)
+        if len(names) != 1 or names[0] not in (PART, DEFAULT_PART):
+            raise ConfigError(
+                "parts", f"the transformer takes one part named {PART!r} or {DEFAULT_PART!r}, got {names}"
+            )
+        name = names[0]
+        if schedules[name].kind != "gaussian":
+            raise ConfigError(
+                f"parts.{name}.schedule",
+                f"the transformer denoises Gaussian parts; {type(schedules[name]).__name__} is {schedules[name].kind}",
+            )
+        part = parts[name]
+        want = ["V", CHANNELS, self.size, self.size]
+        if len(part.shape) != 4 or list(part.shape[1:]) != want[1:] or part.shape[0] < 1:
+            raise ConfigError(f"parts.{name}.shape", f"the transformer takes views {want}, got {list(part.shape)}")
+        if part.time_dims not in (1, 2):
+            raise ConfigError(
+                f"parts.{name}.time_dims", f"must be 1 (per sample) or 2 (per view), got {part.time_dims}"
+            )
+
+    def example_shape(self) -> tuple[int, ...]:
+        return (self.views, CHANNELS, self.size, self.size)
