@@ -72,15 +72,17 @@ def train_smiles() -> frozenset[str]:
 
 
 def draw(pipe: dk.Pipeline, num: int, batch: int) -> tuple[torch.Tensor, torch.Tensor, float, float]:
-    """``num`` molecules in batches of ``batch``, each batch seeded by its first index (the same
-    sizes and noise for every sampler); with the seconds taken and the network evaluations per batch."""
+    """``num`` molecules with sizes from the training histogram (seed 0: the same sizes and noise
+    for every sampler), sampled in batches of similar size (sorted; the network cuts a batch to
+    its largest molecule); with the seconds taken and the network evaluations per batch."""
     method = methods.QM9Method()
+    sizes = torch.sort(methods.draw_sizes(num, torch.Generator().manual_seed(0))).values
     counting = Counting(pipe.denoiser)
     atoms, pos, batches = [], [], 0
     start = time.perf_counter()
     for s in range(0, num, batch):
         sub = attrs.evolve(pipe, denoiser=counting, recipe=attrs.evolve(pipe.recipe, seed=pipe.recipe.seed + s))
-        a, p = method.sample(sub, min(batch, num - s))
+        a, p = method.sample_sizes(sub, sizes[s : s + batch])
         atoms.append(a)
         pos.append(p)
         batches += 1

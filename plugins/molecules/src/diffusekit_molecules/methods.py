@@ -156,7 +156,10 @@ class QM9Method(Method):
 
     def sample(self, pipeline, num: int, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``num`` molecules as atom types ``(num, 29)`` (-1: padding) and centred positions ``(num, 29, 3)``."""
-        sizes = self.sizes(num, pipeline.recipe.seed)
+        return self.sample_sizes(pipeline, self.sizes(num, pipeline.recipe.seed), progress)
+
+    def sample_sizes(self, pipeline, sizes: torch.Tensor, progress: bool = False):
+        """Molecules of the given atom counts ``(num,)`` (as :meth:`sample`)."""
         return self._sample(pipeline, sizes, MoleculeSize(sizes, max_atoms=MAX_ATOMS), progress)
 
     def _sample(self, pipeline, sizes: torch.Tensor, condition: Condition, progress: bool):
