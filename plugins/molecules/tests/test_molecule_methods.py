@@ -115,3 +115,31 @@ def test_categorical_atom_types_train_and_sample_beside_gaussian_positions():
     assert torch.equal((atoms >= 0).sum(1), sizes)
     assert bool(((atoms >= -1) & (atoms < 5)).all())
     assert torch.allclose(pos.sum(1), torch.zeros(6, 3), atol=1e-4 * (1 + float(pos.abs().max())))
+
+
+def test_the_shipped_weights_are_the_recipes_and_small():
+    from diffusekit.checkpoint import load_checkpoint
+    from diffusekit.training import training_difference
+
+    method = methods.QM9Method()
+    path = method.weights()
+    assert path is not None and path.stat().st_size < 5 * 2**20
+    checkpoint = load_checkpoint(path)
+    recipe = method.recipe()
+    # trained under the method's recipe (up to bookkeeping such as the planned step count), for its steps
+    assert training_difference(checkpoint.recipe, recipe) is None and checkpoint.step == recipe.train.steps
+    assert set(checkpoint.tensors) == {f"ema.{k}" for k in build(recipe).network.state_dict()}
+
+
+def test_run_writes_molecules_from_the_shipped_weights(tmp_path: Path):
+    out = tmp_path / "qm9"
+    done = run("run", "molecules:qm9", "--num", "6", "--out", str(out), "--set", "grid.steps=20", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    mols = list(Chem.SDMolSupplier(str(out / "molecules.sdf"), sanitize=False, removeHs=False))
+    assert len(mols) == 6 and all(m is not None and m.GetNumConformers() == 1 for m in mols)
+    sizes = methods.QM9Method().sizes(6, seed=0)
+    assert [m.GetNumAtoms() for m in mols] == sizes.tolist()
+    pos = np.concatenate([m.GetConformer().GetPositions() for m in mols])
+    assert np.isfinite(pos).all() and np.abs(pos).max() < 50  # molecules, not exploded point clouds
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_molecules"] == 6

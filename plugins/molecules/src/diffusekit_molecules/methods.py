@@ -128,7 +128,7 @@ class QM9Method(Method):
             method="molecules:qm9",
             seed=0,
             train=TrainConfig(
-                steps=60_000,
+                steps=7_000,
                 batch_size=64,
                 lr=2e-4,
                 warmup_steps=500,
