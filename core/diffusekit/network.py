@@ -41,3 +41,31 @@ class Network(abc.ABC):
         """A typical input batch for the conformance kit: Gaussian noise of :meth:`example_shape` by default."""
         shape = self.example_shape()
         return None if shape is None else torch.randn(batch, *shape, generator=generator)
+
+
+def noise_per_row(
+    noise: Tensor | float, batch: int, rows: int, dtype: torch.dtype, device: torch.device | None, what: str = "row"
+) -> Tensor:
+    """A noise level as ``(batch, rows)``: a scalar, one per sample ``(B,)`` or one per row
+    ``(B, rows)`` (frames, views, atoms). Trailing singleton dimensions, as in times aligned with
+    the data, are dropped; any other shape is a one-line :class:`~diffusekit.ShapeError` naming
+    ``what`` a row is."""
+    from diffusekit.errors import ShapeError
+
+    noise = torch.as_tensor(noise, device=device)
+    shape = tuple(noise.shape)
+    while noise.ndim > 2 and noise.shape[-1] == 1:
+        noise = noise.squeeze(-1)
+    if noise.ndim == 1:
+        noise = noise[:, None]
+    if noise.ndim > 2 or (noise.ndim == 2 and (noise.shape[0] not in (1, batch) or noise.shape[1] not in (1, rows))):
+        raise ShapeError(
+            f"the noise level must be a scalar, one per sample ({batch},) or one per {what} ({batch}, {rows}); "
+            f"got shape {shape}"
+        )
+    return noise.to(dtype).expand(batch, rows)
+
+
+def modulate(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN modulation ``h (1 + scale) + shift`` (Peebles & Xie, 2023, DiT)."""
+    return h * (1 + scale) + shift

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as fn
 from attrs import validators as v
 from diffusekit import Condition, ConditionList, ConfigError, Embedding, Network, PartSpec, Schedule, ShapeError
+from diffusekit.network import noise_per_row
 from torch import Tensor, nn
 
 from diffusekit_molecules import egnn
@@ -77,7 +78,7 @@ class MoleculeModule(nn.Module):
                 f"the MoleculeSize condition is for {size.batch_size} x {size.max_atoms} atoms, the state {b} x {n}"
             )
         mask = size.mask().to(h.device)
-        level = _rows(noise["atoms"], b, n, h)
+        level = noise_per_row(noise["atoms"], b, n, h.dtype, h.device, "atom")
         # Rows of H beyond the largest molecule are 0 for every molecule and H restricted to the first
         # m atoms is H of size m, so the batch is cut to its largest molecule (exact; padding is cheap).
         m = max(int(size.num_atoms.max()), 2) if b else n
@@ -87,7 +88,9 @@ class MoleculeModule(nn.Module):
         edges = None
         if self.bonds:  # bond orders: one-hot edge features and the bonds' noise level
             orders = from_pairs(x["bonds"], n)[:, :m, :m]
-            bond_level = from_pairs(_rows(noise["bonds"], b, pair_count(n), h), n)[:, :m, :m, None]
+            bond_level = from_pairs(noise_per_row(noise["bonds"], b, pair_count(n), h.dtype, h.device, "atom pair"), n)[
+                :, :m, :m, None
+            ]
             edges = torch.cat([fn.one_hot(orders, self.bonds).to(h.dtype), bond_level], -1)
         h_in = torch.cat([h[:, :m], level[:, :m, None], *extra], -1)
         pos_out, h_out, edge_out = self.core(from_subspace(y[:, : m - 1]), h_in, mask[:, :m], edges)
@@ -102,15 +105,6 @@ class MoleculeModule(nn.Module):
         if self.bonds:
             out["bonds"] = to_pairs(fn.pad(edge_out, (0, 0, 0, n - m, 0, n - m)))
         return out
-
-
-def _rows(noise: Tensor | float, b: int, rows: int, like: Tensor) -> Tensor:
-    """A part's noise level as ``(B, rows)``: one per row, per sample or a scalar (trailing
-    singleton dimensions of times aligned with the data dropped)."""
-    level = torch.as_tensor(noise, dtype=like.dtype, device=like.device)
-    while level.ndim > 2:
-        level = level.squeeze(-1)
-    return level.reshape(*level.shape, *([1] * (2 - level.ndim))).expand(b, rows)
 
 
 class _MoleculeNetwork(Network):

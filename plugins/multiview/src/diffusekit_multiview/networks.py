@@ -70,6 +70,7 @@ from diffusekit import (
     Schedule,
     ShapeError,
 )
+from diffusekit.network import modulate, noise_per_row
 from diffusekit.state import DEFAULT_PART
 from torch import Tensor, nn
 
@@ -80,28 +81,6 @@ CHANNELS = 3
 PART = "views"
 """The part name of the ``shapes`` dataset; the network also takes the default part."""
 CAMERAS = ("extrinsics", "plucker", "none")
-
-
-def per_view(noise: Tensor | float, batch: int, views: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """The noise level as ``(B, V)``: a scalar, ``(B,)`` per sample or ``(B, V)`` per view (trailing
-    singleton dimensions, as in times aligned with the data, are dropped). The video network's
-    ``per_frame``, for views."""
-    noise = torch.as_tensor(noise, device=device)
-    shape = tuple(noise.shape)
-    while noise.ndim > 2 and noise.shape[-1] == 1:
-        noise = noise.squeeze(-1)
-    if noise.ndim == 1:
-        noise = noise[:, None]
-    if noise.ndim > 2 or (noise.ndim == 2 and (noise.shape[0] not in (1, batch) or noise.shape[1] not in (1, views))):
-        raise ShapeError(
-            f"the noise level must be a scalar, one per sample ({batch},) or one per view ({batch}, {views}); "
-            f"got shape {shape}"
-        )
-    return noise.to(dtype).expand(batch, views)
-
-
-def modulate(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    return h * (1 + scale) + shift
 
 
 def split_condition(condition: Condition | None) -> tuple[Embedding | None, ClassLabel | None]:
@@ -205,7 +184,7 @@ class MultiViewModule(nn.Module):
             raise ShapeError(f"this transformer takes views (B, V, {CHANNELS}, {s.size}, {s.size}), got {shape}")
         b, views, p, g = x.shape[0], x.shape[1], s.patch, s.size // s.patch
         extrinsics, label = split_condition(condition)
-        e = self._embed(per_view(noise, b, views, x.dtype, x.device), extrinsics, label, b, views)
+        e = self._embed(noise_per_row(noise, b, views, x.dtype, x.device, "view"), extrinsics, label, b, views)
         pixels = x
         if s.camera == "plucker":
             pixels = torch.cat([x, self._plucker(extrinsics, b, views, x)], dim=2)

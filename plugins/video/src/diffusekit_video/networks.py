@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from attrs import validators as v
 from diffusekit import Condition, ConfigError, Network, PartSpec, Schedule, ShapeError
+from diffusekit.network import modulate, noise_per_row
 from diffusekit.state import DEFAULT_PART
 from torch import Tensor, nn
 
@@ -101,31 +102,10 @@ class Cache:
         return self.keys[0].shape[2] if self.keys else 0
 
 
-def per_frame(noise: Tensor | float, batch: int, frames: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """The noise level as ``(B, F)``: a scalar, ``(B,)`` per sample or ``(B, F)`` per frame
-    (trailing singleton dimensions, as in times aligned with the data, are dropped)."""
-    noise = torch.as_tensor(noise, device=device)
-    shape = tuple(noise.shape)
-    while noise.ndim > 2 and noise.shape[-1] == 1:
-        noise = noise.squeeze(-1)
-    if noise.ndim == 1:
-        noise = noise[:, None]
-    if noise.ndim > 2 or (noise.ndim == 2 and (noise.shape[0] not in (1, batch) or noise.shape[1] not in (1, frames))):
-        raise ShapeError(
-            f"the noise level must be a scalar, one per sample ({batch},) or one per frame ({batch}, {frames}); "
-            f"got shape {shape}"
-        )
-    return noise.to(dtype).expand(batch, frames)
-
-
 def rotate(z: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate each (even, odd) feature pair of ``z`` (``..., frames, head_dim``) by its frame's angle (RoPE, Su et al., 2021)."""
     even, odd = z[..., 0::2], z[..., 1::2]
     return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
-
-
-def modulate(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    return h * (1 + scale) + shift
 
 
 class Attention(nn.Module):
@@ -340,7 +320,7 @@ class SpatioTemporalModule(nn.Module):
         b, f, c, p = x.shape[0], x.shape[1], s.channels, s.patch
         if cache is not None and cache.batch != b:
             raise ShapeError(f"the cache holds {cache.batch} samples, the new frames {b}")
-        t = per_frame(noise, b, f, x.dtype, x.device)
+        t = noise_per_row(noise, b, f, x.dtype, x.device, "frame")
         e = self.time(torch.cat([torch.sin(t[..., None] * self.freqs), torch.cos(t[..., None] * self.freqs)], -1))
         g = s.size // p
         h = x.reshape(b, f, c, g, p, g, p).permute(0, 1, 3, 5, 2, 4, 6).reshape(b, f, g * g, c * p * p)
