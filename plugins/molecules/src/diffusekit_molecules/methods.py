@@ -162,16 +162,21 @@ class QM9Method(Method):
         """Molecules of the given atom counts ``(num,)`` (as :meth:`sample`)."""
         return self._sample(pipeline, sizes, MoleculeSize(sizes, max_atoms=MAX_ATOMS), progress)
 
+    _padding = staticmethod(padding)  # the known masks of the state's parts
+    _decode = staticmethod(decode)  # the state back to molecules
+
     def _sample(self, pipeline, sizes: torch.Tensor, condition: Condition, progress: bool):
-        num = len(sizes)
-        known = padding(sizes, MAX_ATOMS)
+        """Molecules of ``sizes`` atoms: the padding given (zeros, held at t = 0), the rest sampled."""
         schedules = pipeline.denoiser.schedules
         given = {
-            name: torch.zeros(num, *part.shape, dtype=torch.int64 if schedules[name].kind == "categorical" else None)
+            name: torch.zeros(
+                len(sizes), *part.shape, dtype=torch.int64 if schedules[name].kind == "categorical" else None
+            )
             for name, part in pipeline.recipe.parts.items()
         }
+        known = self._padding(sizes, MAX_ATOMS)
         parts = pipeline.sample(given=given, known=known, condition=condition, progress=progress)
-        return decode(parts, sizes)
+        return self._decode(parts, sizes)
 
     def generate(self, pipeline, num: int, out_dir: Path, progress: bool = False) -> list[Path]:
         atoms, pos = self.sample(pipeline, num, progress=progress)
@@ -279,16 +284,8 @@ class QM9GraphMethod(QM9Method):
     def weights(self) -> Path | None:
         return packaged_weights("diffusekit_molecules", "qm9_bonds")
 
-    def _sample(self, pipeline, sizes: torch.Tensor, condition: Condition, progress: bool):
-        num = len(sizes)
-        given = {
-            name: torch.zeros(num, *part.shape, dtype=None if name == "pos" else torch.int64)
-            for name, part in pipeline.recipe.parts.items()
-        }
-        parts = pipeline.sample(
-            given=given, known=graph_padding(sizes, MAX_ATOMS), condition=condition, progress=progress
-        )
-        return decode_graph(parts, sizes)
+    _padding = staticmethod(graph_padding)
+    _decode = staticmethod(decode_graph)
 
     def generate(self, pipeline, num: int, out_dir: Path, progress: bool = False) -> list[Path]:
         atoms, pos, charges, bonds = self.sample(pipeline, num, progress=progress)
