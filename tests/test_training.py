@@ -6,10 +6,19 @@ import attrs
 import pytest
 import torch
 from diffusekit import ClassLabel, Data, Denoiser, Pipeline, build, load_checkpoint, train
-from diffusekit.errors import ConfigError, ShapeError
+from diffusekit.errors import CheckpointError, ConfigError, ShapeError
 from diffusekit.recipe import ComponentSpec, PartSpec, Recipe, TrainConfig
 from diffusekit.testing.oracle import GaussianMixture
-from diffusekit.training import T_MIN, batch_losses, draw_batch, draw_rows, plan_times, sample_times, size_buckets
+from diffusekit.training import (
+    T_MIN,
+    batch_losses,
+    draw_batch,
+    draw_rows,
+    plan_times,
+    sample_times,
+    size_buckets,
+    widen_into,
+)
 from diffusekit_gaussian import DDIM, EpsilonPrediction, KarrasGrid, VPCosine
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -396,3 +405,39 @@ def test_buckets_train_and_need_sizes():
         train(build(_recipe(buckets=4, steps=3)), data, progress=False)
     with pytest.raises(ShapeError, match="sizes"):
         Data({"x": torch.zeros(4, 2)}, sizes=torch.zeros(3))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 3), st.integers(0, 2**31 - 1))
+def test_widened_inputs_start_out_computing_what_the_checkpoint_did(old, new, seed):
+    g = torch.Generator().manual_seed(seed)
+    small, wide = nn.Linear(old, 3), nn.Linear(old + new, 3)
+    notes = widen_into(wide, small.state_dict(), "ck")
+    assert notes == [f"weight: {old} -> {old + new} input features, the new ones start at zero"]
+    x = torch.randn(5, old + new, generator=g)
+    torch.testing.assert_close(wide(x), small(x[:, :old]), rtol=0, atol=1e-6)
+
+
+def test_widening_refuses_other_shape_changes_and_unknown_weights():
+    with pytest.raises(CheckpointError, match="only a layer's input features may grow"):
+        widen_into(nn.Linear(3, 4), nn.Linear(3, 5).state_dict(), "ck")
+    with pytest.raises(CheckpointError, match="only a layer's input features may grow"):
+        widen_into(nn.Linear(3, 4), nn.Linear(5, 4).state_dict(), "ck")
+    with pytest.raises(CheckpointError, match="extra is not a weight of this network"):
+        widen_into(nn.Linear(3, 4), {**nn.Linear(3, 4).state_dict(), "extra": torch.zeros(1)}, "ck")
+    assert widen_into(nn.Linear(3, 4), {"weight": torch.zeros(4, 3)}, "ck") == ["bias: new, freshly initialised"]
+
+
+def test_a_run_started_from_a_checkpoint_starts_from_its_sampling_weights(tmp_path):
+    data = _data()
+    first = tmp_path / "first.safetensors"
+    train(build(_recipe()), data, out=first, progress=False)
+    # a learning rate so small that one Adam step leaves the weights where they started
+    tuned = tmp_path / "tuned.safetensors"
+    train(build(_recipe(lr=1e-12, warmup_steps=0)), data, out=tuned, init=first, steps=1, progress=False)
+    start, after = load_checkpoint(first), load_checkpoint(tuned)
+    assert after.metadata["diffusekit.init"] == "first.safetensors (step 12)"
+    for name, value in start.weights().items():
+        torch.testing.assert_close(after.group("model")[name], value, rtol=0, atol=1e-9)
+    with pytest.raises(ConfigError, match="resume and init exclude each other"):
+        train(build(_recipe()), data, out=tuned, init=first, resume=True, progress=False)

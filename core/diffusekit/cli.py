@@ -509,6 +509,11 @@ def run(
 )
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint at --out.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint at --out (and its metrics).")
+@click.option(
+    "--init",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Start from this checkpoint's weights (fine-tuning); new input features start at zero.",
+)
 @click.option("--progress/--no-progress", default=True)
 def train(
     target: str,
@@ -518,6 +523,7 @@ def train(
     steps: int | None,
     resume: bool,
     overwrite: bool,
+    init: Path | None,
     progress: bool,
 ) -> None:
     """Train RECIPE (a .toml/.json file or a method name) and write a checkpoint."""
@@ -531,7 +537,11 @@ def train(
     if out.suffix != ".safetensors":
         raise click.ClickException(f"--out: checkpoints are .safetensors files, got {str(out)!r}")
     out.parent.mkdir(parents=True, exist_ok=True)  # the training loop writes its metrics next to the checkpoint
-    result = train_loop(build(recipe), out=out, resume=resume, overwrite=overwrite, steps=steps, progress=progress)
+    if resume and init is not None:
+        raise click.ClickException("--resume and --init exclude each other: a resumed run already has its weights")
+    result = train_loop(
+        build(recipe), out=out, resume=resume, overwrite=overwrite, init=init, steps=steps, progress=progress
+    )
     click.echo(f"wrote {out} (step {result.step}, loss {result.loss:.4f})")
 
 

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -364,6 +365,43 @@ def _check_steps(total: Any, path: str) -> int:
     return total
 
 
+def widen_into(network: torch.nn.Module, weights: dict[str, Tensor], source: str) -> list[str]:
+    """Load ``weights`` into ``network`` by name to start a fine-tuning run from them.
+
+    A tensor whose last dimension (a linear layer's input features) is larger in
+    ``network`` keeps the given columns and gets zeros for the new ones, so the widened
+    network first computes exactly what the checkpoint's did, whatever the new inputs are
+    (how Stable Diffusion's inpainting model was started from the text-to-image one:
+    Rombach et al. 2022, extra input channels initialised to zero). Parameters the
+    checkpoint lacks keep their fresh initialisation. Any other difference is an error.
+    Returns one line per widened or new tensor, for the user.
+    """
+    own = network.state_dict()
+    extra = sorted(set(weights) - set(own))
+    if extra:
+        raise CheckpointError(f"{source}: {extra[0]} is not a weight of this network ({len(extra)} such)")
+    notes, merged = [], {}
+    for name, mine in own.items():
+        given = weights.get(name)
+        if given is None:
+            notes.append(f"{name}: new, freshly initialised")
+            continue
+        if given.shape == mine.shape:
+            merged[name] = given
+            continue
+        if given.ndim != mine.ndim or given.shape[:-1] != mine.shape[:-1] or given.shape[-1] > mine.shape[-1]:
+            raise CheckpointError(
+                f"{source}: {name} is {tuple(given.shape)}, this network's is {tuple(mine.shape)}; "
+                "only a layer's input features may grow"
+            )
+        wide = torch.zeros_like(mine)
+        wide[..., : given.shape[-1]] = given
+        merged[name] = wide
+        notes.append(f"{name}: {given.shape[-1]} -> {mine.shape[-1]} input features, the new ones start at zero")
+    network.load_state_dict(merged, strict=False)
+    return notes
+
+
 def _engine(
     network: torch.nn.Module, cfg: TrainConfig, world: distributed.World
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -533,6 +571,7 @@ def train(
     out: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    init: str | Path | None = None,
     steps: int | None = None,
     progress: bool = True,
     metrics: str | Path | None = None,
@@ -542,7 +581,8 @@ def train(
 
     Writes a checkpoint to ``out`` every ``train.checkpoint_every`` steps and at the
     end; with ``resume`` it continues from the checkpoint at ``out``. An existing file
-    at ``out`` is otherwise refused unless ``overwrite``. ``steps`` overrides
+    at ``out`` is otherwise refused unless ``overwrite``. ``init`` starts a fresh run from
+    another checkpoint's sampling weights (fine-tuning; see :func:`widen_into`). ``steps`` overrides
     ``train.steps`` (the total, counting resumed steps; at least 1). JSONL metrics go
     to ``metrics`` (default: next to ``out``); with ``out`` the file is cut back to the
     rows of the steps the run starts from (none for a fresh run).
@@ -559,6 +599,8 @@ def train(
     out = Path(out) if out is not None else None
     if resume and overwrite:
         raise ConfigError("", "resume and overwrite exclude each other: continue the checkpoint or replace it")
+    if resume and init is not None:
+        raise ConfigError("", "resume and init exclude each other: a resumed run already has its weights")
     if out is not None:
         if out.suffix.lower() in PICKLE_SUFFIXES:
             raise CheckpointError(f"{out}: checkpoints are safetensors files; use a .safetensors name")
@@ -595,6 +637,13 @@ def train(
 
     start = 0
     ckpt = None
+    provenance: dict[str, str] = {}  # where the weights started, kept through resumes
+    if init is not None:
+        source = load_checkpoint(init)
+        for note in widen_into(network, source.weights(), str(init)):
+            if world.main:
+                print(f"init: {note}", file=sys.stderr)
+        provenance["diffusekit.init"] = f"{Path(init).name} (step {source.step})"
     last_saved: int | None = None  # the step of the checkpoint at ``out`` written or resumed by this run
     if resume:
         assert out is not None
@@ -614,6 +663,8 @@ def train(
             raise CheckpointError(f"{out} is at step {start}, past the requested {total} steps")
         network.load_state_dict(ckpt.group("model"))
         last_saved = start
+        if "diffusekit.init" in ckpt.metadata:
+            provenance["diffusekit.init"] = ckpt.metadata["diffusekit.init"]
     trained, engine = _engine(network, cfg, world)
     optimizer = torch.optim.Adam(trained.parameters(), lr=cfg.lr)
     ema = _Ema(trained, cfg.ema_decay)
@@ -672,7 +723,7 @@ def train(
                     path.unlink(missing_ok=True)
             elif last_saved != step and out.is_file():
                 _keep_copy(out, last_saved)
-        save_checkpoint(out, tensors, recipe, step=step, extra={"diffusekit.optimizer": groups})
+        save_checkpoint(out, tensors, recipe, step=step, extra={"diffusekit.optimizer": groups, **provenance})
         last_saved = step
         if cfg.keep_checkpoints:
             kept = kept_checkpoints(out)

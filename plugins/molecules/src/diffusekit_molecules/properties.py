@@ -160,7 +160,7 @@ def train_regressor(
         opt.step()
         sched.step()
         if log is not None and (step % 100 == 0 or step == steps):
-            log(step, float(loss))
+            log(step, loss.item())
     return Regressor(property, module)
 
 

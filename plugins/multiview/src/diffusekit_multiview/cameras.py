@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import torch
+from diffusekit import Embedding
 from torch import Tensor
 
 UP = (0.0, 1.0, 0.0)
@@ -166,3 +168,35 @@ def project(
 def plucker(origins: Tensor, directions: Tensor) -> Tensor:
     r"""Plücker coordinates ``(..., 6)`` of rays: :math:`(d, o \times d)` (``directions`` as given)."""
     return torch.cat([directions, torch.linalg.cross(origins, directions, dim=-1)], dim=-1)
+
+
+@attrs.frozen(eq=False)
+class Cameras(Embedding):
+    """The cameras of every view of a sample as a condition: the flattened 4×4 extrinsics,
+    ``values`` ``(B, V·16)``.
+
+    A structural condition, like the views' positions in a video: it says where each view
+    was taken rather than steering what is seen. Its null form is itself, so
+    classifier-free dropout never removes it and guidance keeps it in the unconditional
+    branch (MVDream drops the text, never the cameras; Shi et al., 2023); in a
+    :class:`~diffusekit.ConditionList` the list is null exactly when its other items are.
+    """
+
+    @classmethod
+    def of(cls, extrinsics: Tensor) -> Cameras:
+        """From extrinsics ``(B, V, 4, 4)``."""
+        return cls(extrinsics.flatten(1))
+
+    @classmethod
+    def example(cls, batch_size: int, generator: torch.Generator) -> Cameras:
+        return cls.of(random_cameras(batch_size * 2, generator).unflatten(0, (batch_size, 2)))
+
+    def extrinsics(self) -> Tensor:
+        """``(B, V, 4, 4)``."""
+        return self.values.unflatten(1, (-1, 4, 4))
+
+    def null_like(self) -> Cameras:
+        return self
+
+    def is_null(self) -> Tensor:
+        return torch.ones(self.batch_size, dtype=torch.bool, device=self.values.device)

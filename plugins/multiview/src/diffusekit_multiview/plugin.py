@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from diffusekit import hookimpl
 
-from diffusekit_multiview import networks, scenes
+from diffusekit_multiview import cameras, methods, networks, scenes
 
 
 @hookimpl
@@ -15,3 +15,14 @@ def register_datasets(register):
 @hookimpl
 def register_networks(register):
     register(networks.MultiViewTransformer, name="mv_transformer")
+
+
+@hookimpl
+def register_methods(register):
+    register(methods.ShapesMethod, name="shapes")
+    register(methods.NovelViewMethod, name="nvs")
+
+
+@hookimpl
+def register_conditions(register):
+    register(cameras.Cameras, name="cameras")

@@ -26,10 +26,11 @@ import attrs
 import numpy as np
 import torch
 from attrs import validators as v
-from diffusekit import Data, Dataset, Embedding
+from diffusekit import ClassLabel, ConditionList, Data, Dataset
 from torch import Tensor
 
 from diffusekit_multiview import cameras, primitives
+from diffusekit_multiview.cameras import Cameras
 from diffusekit_multiview.primitives import Primitives
 from diffusekit_multiview.render import render
 
@@ -129,8 +130,9 @@ class Shapes(Dataset):
     ``views`` random cameras at ``size``×``size`` (see :mod:`diffusekit_multiview.scenes`).
 
     :meth:`load` gives ``Data({"views": (count, views, 3, size, size)})`` in [-1, 1] with the cameras as the
-    condition, an :class:`~diffusekit.Embedding` of the flattened 4×4 extrinsics of every view
-    ``(count, views·16)``; :meth:`generate` gives a :class:`SceneBatch`. The ``train`` and ``test`` splits
+    condition, :class:`~diffusekit_multiview.cameras.Cameras` (an :class:`~diffusekit.Embedding` of the
+    flattened 4×4 extrinsics of every view ``(count, views·16)`` that dropout never removes; with ``labels``, a :class:`~diffusekit.ConditionList` of it and the
+    :class:`~diffusekit.ClassLabel` of the shape class); :meth:`generate` gives a :class:`SceneBatch`. The ``train`` and ``test`` splits
     draw from disjoint streams, ``numpy.random.default_rng([seed, 0])`` and ``([seed, 1])``.
     """
 
@@ -139,6 +141,7 @@ class Shapes(Dataset):
     size: int = attrs.field(default=32, validator=v.ge(8))
     seed: int = attrs.field(default=0, validator=v.ge(0))
     split: Literal["train", "test"] = attrs.field(default="train", validator=v.in_(SPLITS))
+    labels: bool = False
 
     def generate(self) -> SceneBatch:
         """The scenes with their cameras, depth, masks and parameters (:class:`SceneBatch`)."""
@@ -157,5 +160,15 @@ class Shapes(Dataset):
 
     def load(self) -> Data:
         batch = self.generate()
-        condition = Embedding(batch.extrinsics.flatten(1))
-        return Data({"views": batch.views.mul_(2.0).sub_(1.0)}, condition)
+        labels = batch.shape_class if self.labels else None
+        return Data({"views": batch.views.mul_(2.0).sub_(1.0)}, scene_condition(batch.extrinsics, labels))
+
+
+def scene_condition(extrinsics: Tensor, shape_class: Tensor | None = None) -> Cameras | ConditionList:
+    """The condition of scenes seen by ``extrinsics`` ``(N, V, 4, 4)``: their
+    :class:`~diffusekit_multiview.cameras.Cameras`, and with ``shape_class`` ``(N,)`` a list of
+    them and the :class:`~diffusekit.ClassLabel` (one of :data:`~diffusekit_multiview.primitives.KINDS`)."""
+    cams = Cameras.of(extrinsics)
+    if shape_class is None:
+        return cams
+    return ConditionList((cams, ClassLabel(shape_class, num_classes=len(primitives.KINDS))))

@@ -1,0 +1,262 @@
+"""Methods of the multiview plugin: end-to-end recipes runnable with ``diffusekit run``.
+
+One set of weights serves both tasks; a task is a time plan over the views (per-view time,
+``time_dims = 2``): in ``shapes`` every view is generated, in ``nvs`` the given view is held at
+t = 0 (:mod:`diffusekit.known`) while the others are denoised at their cameras. Training holds a
+random subset of views given in half the batches (``train.hold``), so the one network learns
+both.
+
+* ``multiview:shapes`` — :data:`VIEWS` views of a new object of a shape class, on an orbit;
+* ``multiview:nvs`` — novel views of a held-out rendered scene from one view (its other views
+  beside them for comparison), or of a PNG the user gives (``--input``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import attrs
+import numpy as np
+import torch
+from attrs import validators as v
+from diffusekit import (
+    ClassLabel,
+    ComponentSpec,
+    ConditionList,
+    InputError,
+    Method,
+    PartSpec,
+    Recipe,
+    SampleConfig,
+    TrainConfig,
+    packaged_weights,
+)
+from diffusekit.condition import Condition
+from diffusekit.state import State
+from diffusekit_gaussian.images import save_grid, to_uint8
+from safetensors.torch import save_file
+from torch import Tensor
+
+from diffusekit_multiview import cameras, primitives, scenes
+from diffusekit_multiview.cameras import Cameras
+from diffusekit_multiview.networks import PART
+from diffusekit_multiview.render import render
+
+VIEWS = 4
+"""Views per sample the shipped model is trained and sampled with (MVDream's four)."""
+SIZE = 32
+"""Pixels per side of a view."""
+ELEVATION_DEG = 20.0
+"""The elevation of the orbit the methods sample on (inside the training cameras' zone)."""
+TRUTH_SEED = 1_000
+"""Held-out scenes for ``nvs`` come from the test split with seed ``TRUTH_SEED + recipe.seed``."""
+
+
+def orbit_cameras(num: int, views: int, generator: torch.Generator) -> Tensor:
+    """``(num, views, 4, 4)``: for each sample ``views`` cameras evenly spaced in azimuth on the
+    orbit at :data:`ELEVATION_DEG`, starting at a random azimuth."""
+    offsets = torch.rand(num, generator=generator, dtype=torch.float64) * 360.0
+    return torch.stack([cameras.orbit(views, scenes.CAMERA_RADIUS, ELEVATION_DEG, float(o)) for o in offsets]).reshape(
+        num, views, 4, 4
+    )
+
+
+def write_views(
+    views: Tensor, out_dir: Path, truth: Tensor | None = None, extra: dict[str, Tensor] | None = None
+) -> list[Path]:
+    """``samples.safetensors`` (``views`` ``(N, V, 3, S, S)`` in [-1, 1], and ``extra``) and
+    ``views.png``: a row per sample, a column per view; with ``truth`` the true views' row above
+    each generated one."""
+    views = views.detach().float().cpu().clamp(-1.0, 1.0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {"views": views.contiguous(), **{k: t.contiguous() for k, t in (extra or {}).items()}}
+    rows = views
+    if truth is not None:
+        truth = truth.float().cpu().clamp(-1.0, 1.0)
+        tensors["truth"] = truth.contiguous()
+        rows = torch.stack([truth, views], 1).flatten(0, 1)
+    save_file(tensors, str(out_dir / "samples.safetensors"))
+    v_count = views.shape[1]
+    png = save_grid(to_uint8(rows.flatten(0, 1)), out_dir / "views.png", columns=v_count, scale=4)
+    return [out_dir / "samples.safetensors", png]
+
+
+def psnr(a: Tensor, b: Tensor) -> Tensor:
+    """Peak signal-to-noise ratio (dB) of images in [-1, 1] over the last three dimensions."""
+    mse = ((a.float() - b.float()) / 2.0).square().mean((-3, -2, -1))
+    return -10.0 * torch.log10(mse.clamp_min(1e-10))
+
+
+@attrs.frozen
+class ShapesMethod(Method):
+    """:data:`VIEWS` consistent 32×32 views of a new object of 1–3 coloured primitives
+    (:class:`~diffusekit_multiview.scenes.Shapes`) whose largest primitive is of the class
+    ``shape`` (sphere, box, torus, cylinder; by default the samples cycle through them), seen
+    from an orbit at 20° elevation.
+
+    A multi-view transformer (patch 4, width 128, 4 layers; attention across all views, MVDream's
+    3-D self-attention, Shi et al., 2023; Plücker ray maps as the camera code, CAT3D, Gao et al.,
+    2024) trained with v-prediction on the cosine schedule and per-view time (every view its own
+    training time; one shared time for 30% of samples; random views held given for half the
+    samples, so the same weights do novel-view synthesis). The shape class is dropped for 10% of
+    samples (classifier-free guidance, ``guidance.scale``); the cameras never are.
+    """
+
+    shape: str | None = attrs.field(default=None, validator=v.optional(v.in_(primitives.KINDS)))
+
+    def recipe(self) -> Recipe:
+        return Recipe(
+            parts={
+                PART: PartSpec(
+                    shape=(VIEWS, 3, SIZE, SIZE),
+                    schedule=ComponentSpec("gaussian:vp_cosine"),
+                    parameterization=ComponentSpec("gaussian:v"),
+                    time_dims=2,
+                )
+            },
+            network=ComponentSpec(
+                "multiview:mv_transformer",
+                {
+                    "size": SIZE,
+                    "patch": 4,
+                    "d_model": 128,
+                    "layers": 4,
+                    "heads": 4,
+                    "views": VIEWS,
+                    "camera": "plucker",
+                    "num_classes": len(primitives.KINDS),
+                    "refine": 16,
+                },
+            ),
+            sampler=ComponentSpec("gaussian:ddim"),
+            grid=ComponentSpec("uniform", {"steps": 50}),
+            guidance=ComponentSpec("gaussian:cfg", {"scale": 2.0}),
+            dataset=ComponentSpec("multiview:shapes", {"count": 8000, "views": VIEWS, "size": SIZE, "labels": True}),
+            method="multiview:shapes",
+            seed=0,
+            train=TrainConfig(
+                steps=6000,
+                batch_size=16,
+                lr=5e-4,
+                warmup_steps=200,
+                ema_decay=0.999,
+                grad_clip=1.0,
+                condition_dropout=0.1,
+                shared_time=0.3,
+                hold=0.5,
+                checkpoint_every=250,
+                keep_checkpoints=3,
+                log_every=50,
+            ),
+            sample=SampleConfig(num=8, batch_size=8),
+        )
+
+    def weights(self) -> Path | None:
+        return packaged_weights("diffusekit_multiview", "shapes")
+
+    def labels(self, num: int) -> Tensor:
+        if self.shape is not None:
+            return torch.full((num,), primitives.KINDS.index(self.shape), dtype=torch.int64)
+        return torch.arange(num, dtype=torch.int64) % len(primitives.KINDS)
+
+    def condition(self, num: int, *, device: torch.device | str | None = None) -> Condition:
+        g = torch.Generator().manual_seed(num)
+        cams = Cameras.of(orbit_cameras(num, VIEWS, g))
+        cond = ConditionList((cams, ClassLabel(self.labels(num), num_classes=len(primitives.KINDS))))
+        return cond if device is None else cond.to(device)
+
+    def write_outputs(self, samples: State, condition: Condition | None, out_dir: Path) -> list[Path]:
+        views = samples[PART] if isinstance(samples, dict) else samples
+        extra = {}
+        if isinstance(condition, ConditionList):
+            extra = {
+                "extrinsics": condition.items[0].values.unflatten(1, (-1, 4, 4)),
+                "labels": condition.items[1].labels,
+            }
+        return write_views(views, out_dir, extra=extra)
+
+
+@attrs.frozen
+class NovelViewMethod(ShapesMethod):
+    """Novel views from one view (Zero123's task, Liu et al., 2023, with the given view held at
+    t = 0 as in CAT3D): ``multiview:shapes``' weights, the first of :data:`VIEWS` views given and
+    the other three generated at cameras 90°, 180° and 270° further round the orbit. The shape
+    class is not given (the null label).
+
+    Without ``--input`` the given views are of held-out scenes the plugin renders (the test split),
+    and ``views.png`` shows each scene's true views above the generated ones; ``report.json`` gives
+    the PSNR of the generated views. ``--input FILE.png`` takes a picture of one's own: an object
+    on a white background, seen from 20° above, scaled to 32×32.
+    """
+
+    input_format: ClassVar[str | None] = "a PNG of an object on white, seen from 20° above (scaled to 32×32)"
+
+    def recipe(self) -> Recipe:
+        base = super().recipe()
+        return attrs.evolve(base, guidance=None, method="multiview:nvs")
+
+    def condition(self, num: int, *, device: torch.device | str | None = None) -> Condition:
+        cams = Cameras.of(cameras.orbit(VIEWS, scenes.CAMERA_RADIUS, ELEVATION_DEG).expand(num, -1, -1, -1))
+        cond = ConditionList((cams, ClassLabel(torch.full((num,), -1), num_classes=len(primitives.KINDS))))
+        return cond if device is None else cond.to(device)
+
+    def held_out(self, num: int, recipe: Recipe) -> scenes.SceneBatch:
+        """``num`` test-split scenes rendered on the orbit of :meth:`condition`, each at its own random
+        azimuth: the first view is given, the others are the truth."""
+        seed = TRUTH_SEED + recipe.seed
+        found = scenes.random_primitives(np.random.default_rng([seed, scenes.SPLITS.index("test")]), num)
+        extrinsics = orbit_cameras(num, VIEWS, torch.Generator().manual_seed(seed))
+        rgb, depth, mask = render(found, extrinsics, SIZE, fov_deg=scenes.FOV_DEG)
+        return scenes.SceneBatch(rgb, depth, mask, extrinsics, found, scenes.shape_classes(found))
+
+    def given_mask(self, num: int) -> Tensor:
+        known = torch.zeros(num, VIEWS, dtype=torch.bool)
+        known[:, 0] = True
+        return known
+
+    def generate(self, pipeline, num: int, out_dir: Path, progress: bool = False) -> list[Path]:
+        truth = self.held_out(num, pipeline.recipe)
+        views = truth.views * 2.0 - 1.0
+        cond = ConditionList(
+            (Cameras.of(truth.extrinsics), ClassLabel(torch.full((num,), -1), num_classes=len(primitives.KINDS)))
+        )
+        known = self.given_mask(num)
+        out = pipeline.sample(given={PART: views}, known={PART: known}, condition=cond, progress=progress)[PART]
+        written = write_views(out, out_dir, truth=views, extra={"extrinsics": truth.extrinsics})
+        scores = psnr(out[:, 1:], views[:, 1:])
+        nearest = psnr(views[:, :1].expand_as(views[:, 1:]), views[:, 1:])
+        report = {
+            "scenes": num,
+            "psnr_db": float(scores.mean()),
+            "psnr_db_copying_the_given_view": float(nearest.mean()),
+        }
+        (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        return [*written, out_dir / "report.json"]
+
+    def read_input(self, path: Path, recipe: Recipe) -> tuple[State, dict[str, Tensor]]:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                image.load()
+                rgba = image.convert("RGBA")
+        except (UnidentifiedImageError, OSError) as e:
+            raise InputError(f"{path}: not a picture ({e.__class__.__name__}); multiview:nvs takes a PNG") from None
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        rgb = Image.alpha_composite(white, rgba).convert("RGB").resize((SIZE, SIZE), Image.Resampling.LANCZOS)
+        pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).reshape(SIZE, SIZE, 3)
+        view = pixels.permute(2, 0, 1).float() / 127.5 - 1.0
+        views = torch.zeros(1, VIEWS, 3, SIZE, SIZE)
+        views[:, 0] = view
+        return {PART: views}, {PART: self.given_mask(1)}
+
+    def complete(self, pipeline, given: State, known, out_dir: Path, progress: bool = False) -> list[Path]:
+        rows = given[PART].shape[0]
+        cond = self.condition(rows)
+        out = pipeline.sample(given=given, known=known, condition=cond, progress=progress)
+        return self.write_outputs(out, cond, out_dir)
+
+
+__all__ = ["NovelViewMethod", "ShapesMethod", "orbit_cameras", "psnr", "write_views"]
