@@ -9,6 +9,7 @@ from pathlib import Path
 
 import attrs
 import numpy as np
+import pytest
 import torch
 from diffusekit import ComponentSpec, build, get_registry
 from diffusekit_molecules import io, methods, qm9
@@ -117,11 +118,11 @@ def test_categorical_atom_types_train_and_sample_beside_gaussian_positions():
     assert torch.allclose(pos.sum(1), torch.zeros(6, 3), atol=1e-4 * (1 + float(pos.abs().max())))
 
 
-def test_the_shipped_weights_are_the_recipes_and_small():
+@pytest.mark.parametrize("method", [methods.QM9Method(), methods.QM9ConditionalMethod()], ids=["qm9", "qm9-cond"])
+def test_the_shipped_weights_are_the_recipes_and_small(method):
     from diffusekit.checkpoint import load_checkpoint
     from diffusekit.training import training_difference
 
-    method = methods.QM9Method()
     path = method.weights()
     assert path is not None and path.stat().st_size < 5 * 2**20
     checkpoint = load_checkpoint(path)
@@ -143,3 +144,27 @@ def test_run_writes_molecules_from_the_shipped_weights(tmp_path: Path):
     assert np.isfinite(pos).all() and np.abs(pos).max() < 50  # molecules, not exploded point clouds
     report = json.loads((out / "report.json").read_text())
     assert report["n_molecules"] == 6
+
+
+def test_the_conditional_method_writes_molecules_for_the_value_asked(tmp_path: Path):
+    out = tmp_path / "cond"
+    done = run(
+        "run",
+        "molecules:qm9-cond",
+        "--num",
+        "4",
+        "--out",
+        str(out),
+        "--set",
+        "grid.steps=20",
+        "--set",
+        "value=80",
+        "--no-progress",
+    )
+    assert done.returncode == 0, done.stderr
+    mols = list(Chem.SDMolSupplier(str(out / "molecules.sdf"), sanitize=False, removeHs=False))
+    assert len(mols) == 4 and all(m is not None and m.GetNumConformers() == 1 for m in mols)
+    pos = np.concatenate([m.GetConformer().GetPositions() for m in mols])
+    assert np.isfinite(pos).all() and np.abs(pos).max() < 50
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_molecules"] == 4 and report["property"] == "alpha" and report["asked"] == [80.0] * 4

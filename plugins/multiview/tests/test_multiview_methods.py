@@ -118,6 +118,25 @@ def test_both_tasks_write_pictures_from_a_checkpoint(tmp_path: Path):
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "nvs" / "report.json").read_text())
     assert report["scenes"] == 2 and report["psnr_db_copying_the_given_view"] > 0
+    done = _run(
+        "sample",
+        "ck.safetensors",
+        "--num",
+        "1",
+        "--set",
+        "method=multiview:sds",
+        "--set",
+        "steps=3",
+        "--out",
+        "sds",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    made = {p.name for p in (tmp_path / "sds").iterdir()}
+    assert {"turntable_0.gif", "views.png", "report.json", "samples.safetensors"} <= made
+    assert "object_0.obj" in made or "object_0.txt" in made  # a mesh, or why there is none
+    report = json.loads((tmp_path / "sds" / "report.json").read_text())
+    assert report["variant"] == "sds" and report["objects"][0]["shape"] == "sphere"
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
     done = _run(
         "sample", "ck.safetensors", "--set", "method=multiview:nvs", "--input", "bad.png", "--out", "x", cwd=tmp_path

@@ -21,6 +21,7 @@ def register_networks(register):
 def register_methods(register):
     register(methods.ShapesMethod, name="shapes")
     register(methods.NovelViewMethod, name="nvs")
+    register(methods.DistillMethod, name="sds")
 
 
 @hookimpl
