@@ -3,6 +3,8 @@
 Usage (from ``benchmarks/``)::
 
     OMP_NUM_THREADS=1 ../.venv/bin/python multiview.py nvs --ablation CK   # 1: novel-view synthesis
+    OMP_NUM_THREADS=1 ../.venv/bin/python multiview.py consistency        # 2: multi-view consistency
+    OMP_NUM_THREADS=1 ../.venv/bin/python multiview.py sds                # 3: SDS vs its inversion variant
 
 ``nvs`` renders held-out scenes of the test split (seed ``TRUTH_SEED + SEED``, which neither
 training nor the method's own outputs use) from cameras on the 20° orbit, gives the model the
@@ -104,16 +106,94 @@ def bench_nvs(args) -> None:
             print(f"| {given} | {name} | {float(p.mean()):.2f} ± {float(sem):.2f} | {float(s.mean()):.3f} | {spent} |")
 
 
+def _fit_psnr(views: torch.Tensor, extrinsics: torch.Tensor, steps: int) -> torch.Tensor:
+    """Per-view PSNR of a voxel grid fitted to views ``(V, 3, S, S)`` in [-1, 1] (re-rendering error)."""
+    from diffusekit_multiview import volume
+
+    field = volume.fit_views((views + 1.0) / 2.0, extrinsics, steps=steps)
+    return volume.rerender_error(field, (views + 1.0) / 2.0, extrinsics)
+
+
+def bench_consistency(args) -> None:
+    """Fit one voxel grid to each object's 4 views and re-render them: views that show one object
+    are reproduced well, inconsistent ones are not. Jointly generated views (cross-view attention)
+    against views generated one at a time (each view alone, at its camera, same class) and the
+    true renders of test scenes (consistent by construction)."""
+    pipe = load(args.checkpoint)
+    pipe = attrs.evolve(pipe, recipe=attrs.evolve(pipe.recipe, seed=SEED))
+    method = methods.ShapesMethod()
+    cond = method.condition(args.num)
+    cams = cond.items[0].extrinsics()
+    header(f"consistency, {args.num} objects x {methods.VIEWS} views, voxel fit {args.fit_steps} steps")
+    joint = pipe.sample(args.num, condition=cond)[PART]
+    single = []
+    for k in range(methods.VIEWS):  # each view alone: a state of one view, its own camera
+        one = attrs.evolve(pipe.recipe.parts[PART], shape=(1, *pipe.recipe.parts[PART].shape[1:]))
+        view_pipe = dk.build(attrs.evolve(pipe.recipe, parts={PART: one}))
+        view_pipe.network.load_state_dict(pipe.network.state_dict())
+        c = ConditionList((Cameras.of(cams[:, k : k + 1]), cond.items[1]))
+        single.append(view_pipe.sample(args.num, condition=c, seed=SEED + 1 + k)[PART][:, 0])
+    single = torch.stack(single, 1)
+    real = methods.NovelViewMethod().held_out(args.num, attrs.evolve(pipe.recipe, seed=SEED))
+    rows = [
+        ("true renders of test scenes (consistent by construction)", real.views * 2 - 1, real.extrinsics),
+        ("generated jointly (cross-view attention)", joint, cams),
+        ("generated one view at a time", single, cams),
+    ]
+    print("| views | re-render PSNR (dB), mean ± s.e. | worst view |\n|---|---|---|")
+    for name, views, extrinsics in rows:
+        scores = torch.stack([_fit_psnr(views[i], extrinsics[i], args.fit_steps) for i in range(args.num)])
+        sem = scores.mean(1).std() / np.sqrt(args.num)
+        print(f"| {name} | {float(scores.mean()):.2f} ± {float(sem):.2f} | {float(scores.min(1).values.mean()):.2f} |")
+
+
+def bench_sds(args) -> None:
+    """SDS against its DDIM-inversion variant, one object per shape class: PSNR of the object's
+    renders against views the model generates at the same cameras for the class, the relative
+    variance of the gradient at the fitted object, CPU seconds."""
+    from diffusekit_multiview import sds, volume
+
+    pipe = load(args.checkpoint)
+    header(f"sds, one object per class, {args.sds_steps} steps")
+    cams = sds.orbit_from(0.0, methods.VIEWS, methods.ELEVATION_DEG)
+    labels = torch.arange(len(primitives.KINDS))
+    cond = ConditionList(
+        (Cameras.of(cams.expand(len(labels), -1, -1, -1)), ClassLabel(labels, num_classes=len(labels)))
+    )
+    generated = attrs.evolve(pipe, recipe=attrs.evolve(pipe.recipe, seed=SEED)).sample(len(labels), condition=cond)[
+        PART
+    ]
+    print("| variant | PSNR vs generated views (dB) | gradient relative variance | s per object |\n|---|---|---|---|")
+    for variant in sds.VARIANTS:
+        config = sds.DistillConfig(steps=args.sds_steps, variant=variant, seed=SEED)
+        scores, spreads, seconds = [], [], 0.0
+        for label in labels.tolist():
+            start = time.perf_counter()
+            field = sds.distill(pipe, label, attrs.evolve(config, seed=SEED + label))
+            seconds += time.perf_counter() - start
+            with torch.no_grad():
+                rgb, _ = volume.render_volume(field, cams, methods.SIZE)
+            scores.append(float(methods.psnr(rgb * 2 - 1, generated[label]).mean()))
+            spreads.append(sds.gradient_spread(pipe, field, label, config, draws=args.draws))
+        print(
+            f"| {variant} | {np.mean(scores):.2f} ({', '.join(f'{s:.1f}' for s in scores)}) | "
+            f"{np.mean(spreads):.3g} | {seconds / len(labels):.0f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=("nvs",))
+    parser.add_argument("which", choices=("nvs", "consistency", "sds"))
     parser.add_argument("--checkpoint", type=Path, help="a multiview:shapes checkpoint (default: the shipped weights)")
     parser.add_argument("--ablation", type=Path, help="nvs: the same model trained with network.cross_view=false")
     parser.add_argument("--num", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--given", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--fit-steps", type=int, default=300, help="consistency: voxel fitting steps")
+    parser.add_argument("--sds-steps", type=int, default=400)
+    parser.add_argument("--draws", type=int, default=16, help="sds: gradient draws for the variance")
     args = parser.parse_args()
-    {"nvs": bench_nvs}[args.which](args)
+    {"nvs": bench_nvs, "consistency": bench_consistency, "sds": bench_sds}[args.which](args)
 
 
 if __name__ == "__main__":

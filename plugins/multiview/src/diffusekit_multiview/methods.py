@@ -138,7 +138,7 @@ class ShapesMethod(Method):
             method="multiview:shapes",
             seed=0,
             train=TrainConfig(
-                steps=6000,
+                steps=4000,
                 batch_size=16,
                 lr=5e-4,
                 warmup_steps=200,

@@ -146,22 +146,37 @@ def distill(
     return field
 
 
-def gradient_spread(
-    pipeline, field: VoxelField, label: int | None, config: DistillConfig, draws: int = 8, t: float = 0.5
-) -> float:
-    """How noisy the distillation gradient is at ``field``: over ``draws`` draws from fixed
-    cameras and time, the mean per-pixel variance of :math:`x - \\hat x_0` (the gradient with
-    respect to the render), relative to its mean square. Only SDS's noise varies between draws;
-    the inversion variant's target is a function of the render."""
-    extrinsics = orbit_from(0.0, config.views, config.elevation_deg)
-    with torch.no_grad():
-        rgb, _ = render_volume(field, extrinsics, pipeline.network.spec.size)
+def field_gradient(
+    pipeline,
+    field: VoxelField,
+    label: int | None,
+    t: float,
+    azimuth: float,
+    config: DistillConfig,
+    generator: torch.Generator,
+) -> Tensor:
+    """One draw of the distillation gradient with respect to all of ``field``'s parameters, flattened."""
+    extrinsics = orbit_from(azimuth, config.views, config.elevation_deg)
+    rgb, _ = render_volume(field, extrinsics, pipeline.network.spec.size)
     x = rgb * 2.0 - 1.0
+    goal = target(pipeline, x, extrinsics, t, label, config.variant, config, generator)
+    grads = torch.autograd.grad(0.5 * (x - goal).square().sum() / len(x), list(field.parameters()))
+    return torch.cat([g.flatten() for g in grads])
+
+
+def gradient_spread(pipeline, field: VoxelField, label: int | None, config: DistillConfig, draws: int = 16) -> float:
+    r"""The relative variance of the distillation gradient at ``field``,
+    :math:`E\lVert g - \bar g\rVert^2 / \lVert\bar g\rVert^2` over ``draws`` draws of everything a
+    step draws (time in :math:`[t_{\min}, t_{\max}]`, azimuth and, for SDS, the noise)."""
     g = torch.Generator().manual_seed(config.seed)
-    grads = torch.stack(
-        [x - target(pipeline, x, extrinsics, t, label, config.variant, config, g) for _ in range(draws)]
-    )
-    return float(grads.var(0).mean() / grads.square().mean().clamp_min(1e-12))
+    draws_ = []
+    for _ in range(draws):
+        t = config.t_min + (config.t_max - config.t_min) * float(torch.rand((), generator=g))
+        azimuth = 360.0 * float(torch.rand((), generator=g))
+        draws_.append(field_gradient(pipeline, field, label, t, azimuth, config, g))
+    stack = torch.stack(draws_)
+    mean = stack.mean(0)
+    return float((stack - mean).square().sum(1).mean() / mean.square().sum().clamp_min(1e-30))
 
 
-__all__ = ["VARIANTS", "DistillConfig", "distill", "gradient_spread", "orbit_from", "target"]
+__all__ = ["VARIANTS", "DistillConfig", "distill", "field_gradient", "gradient_spread", "orbit_from", "target"]
