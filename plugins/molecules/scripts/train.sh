@@ -11,3 +11,13 @@ out=${1:-outputs/train/qm9.safetensors}
 steps=${STEPS:-}
 OMP_NUM_THREADS=2 .venv/bin/diffusekit train molecules:qm9 --out "$out" --no-progress ${steps:+--set train.steps=$steps} ${RESUME:+--resume}
 .venv/bin/diffusekit export "$out" --half --out plugins/molecules/src/diffusekit_molecules/weights/qm9.safetensors
+
+# molecules:qm9-cond fine-tunes those weights (EMA, before export) on the training split's second
+# half with α as a further input feature (`--init`: the new input columns start at zero, so the
+# run starts from the unconditional model), and the α regressor learns on the first half.
+if [ -n "${COND:-}" ]; then
+  cond=${out%.safetensors}_cond.safetensors
+  OMP_NUM_THREADS=2 .venv/bin/diffusekit train molecules:qm9-cond --init "$out" --out "$cond" --no-progress
+  .venv/bin/diffusekit export "$cond" --half --out plugins/molecules/src/diffusekit_molecules/weights/qm9_cond.safetensors
+  .venv/bin/diffusekit train-property-regressor alpha --out "${out%.safetensors}_alpha.safetensors" --steps 2000
+fi

@@ -170,3 +170,18 @@ def test_the_regressor_command_trains_and_writes_weights(tmp_path: Path):
     assert Regressor.load(out).property == "alpha"
     done = subprocess.run([*cmd[:-3], "charge", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert done.returncode != 0 and "Traceback" not in done.stderr
+
+
+def test_the_shipped_alpha_regressor_beats_the_atom_count_baseline_on_molecules_it_never_saw():
+    data, split = qm9.load_qm9(), qm9.split_indices()
+    rows = np.random.default_rng(3).choice(split["test"], 256, replace=False)  # neither half: the test split
+    regressor = Regressor.load(properties.shipped_regressor("alpha"))
+    assert regressor.property == "alpha"
+    predicted = regressor.predict(torch.from_numpy(data.atoms[rows]), torch.from_numpy(data.pos[rows]))
+    truth = torch.from_numpy(data.properties["alpha"][rows]).float()
+    first = properties.half_indices(split["train"], "first")
+    counts, values = data.num_atoms[first], data.properties["alpha"][first]
+    by_count = torch.tensor([values[counts == n].mean() for n in data.num_atoms[rows]]).float()
+    assert (predicted - truth).abs().mean() < 0.5 * (by_count - truth).abs().mean()
+    with pytest.raises(ConfigError, match="no gap regressor ships"):
+        properties.shipped_regressor("gap")

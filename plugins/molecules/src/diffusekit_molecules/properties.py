@@ -124,6 +124,19 @@ class Regressor:
         return cls(meta["property"], module)
 
 
+def shipped_regressor(name: str) -> Path:
+    """The regressor of ``name`` shipped with the plugin (``weights/<name>_regressor.safetensors``), which
+    ``diffusekit train-property-regressor`` made; only α ships."""
+    from diffusekit import packaged_weights
+
+    path = packaged_weights("diffusekit_molecules", f"{check_property(name)}_regressor")
+    if path is None:
+        raise ConfigError(
+            "property", f"no {name} regressor ships; train one: diffusekit train-property-regressor {name}"
+        )
+    return path
+
+
 def train_regressor(
     property: str,
     *,
@@ -166,6 +179,7 @@ def train_regressor(
 
 __all__ = [
     "PROPERTIES",
+    "shipped_regressor",
     "TRAIN_STATS",
     "Regressor",
     "RegressorModule",
