@@ -35,6 +35,9 @@ def test_the_halves_split_the_training_split():
     first, second = (properties.half_indices(train, h) for h in ("first", "second"))
     assert len(first) == len(second) == 50_000 and not set(first) & set(second)
     assert sorted([*first, *second]) == sorted(train)
+    # random halves of a split ordered by size: alike in size (the split's ends would differ by ~2 atoms)
+    sizes = qm9.load_qm9().num_atoms
+    assert abs(float(sizes[first].mean()) - float(sizes[second].mean())) < 0.1
     with pytest.raises(ConfigError, match="half"):
         properties.half_indices(train, "third")
     with pytest.raises(ConfigError, match="halves are of the training split"):

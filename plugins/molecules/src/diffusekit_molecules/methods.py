@@ -322,7 +322,7 @@ class QM9ConditionalMethod(QM9Method):
             guidance=ComponentSpec("gaussian:cfg", {"scale": 1.0}),
             dataset=ComponentSpec("molecules:qm9", {"split": "train", "properties": ["alpha"], "half": "second"}),
             method="molecules:qm9-cond",
-            train=attrs.evolve(base.train, condition_dropout=0.1, steps=2_500),
+            train=attrs.evolve(base.train, condition_dropout=0.1, steps=2_000),
         )
 
     def weights(self) -> Path | None:

@@ -55,13 +55,22 @@ def denormalize(name: str, values: Tensor) -> Tensor:
     return values * mad + mean
 
 
+HALF_SEED = 1
+"""Seed of the permutation that cuts the training split into halves."""
+
+
 def half_indices(train: np.ndarray, half: str) -> np.ndarray:
     """The training split's ``first`` half (the regressor's), ``second`` half (the conditional
-    model's) or ``all`` of it."""
+    model's) or ``all`` of it, sorted. The halves are random (a permutation seeded by
+    :data:`HALF_SEED`), not the split's first and last indices: QM9 is ordered by size, so those
+    would give the regressor the smaller molecules and the model the larger ones."""
     if half not in HALVES:
         raise ConfigError("half", f"must be one of {', '.join(HALVES)}, got {half!r}")
+    if half == "all":
+        return train
+    order = np.random.default_rng(HALF_SEED).permutation(len(train))
     middle = len(train) // 2
-    return {"all": train, "first": train[:middle], "second": train[middle:]}[half]
+    return np.sort(train[order[:middle] if half == "first" else order[middle:]])
 
 
 class RegressorModule(nn.Module):

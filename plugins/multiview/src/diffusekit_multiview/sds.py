@@ -53,6 +53,8 @@ class DistillConfig:
     resolution: int = attrs.field(default=32, validator=v.ge(4))
     lr: float = attrs.field(default=0.05, validator=v.gt(0.0))
     init_density: float = -4.0  # a nearly clear grid to start from (raw density; see VoxelField)
+    blob: float = 6.0  # raw density added at the centre, falling to 0 at radius 0.5 (DreamFusion's density blob)
+    guidance_scale: float | None = 7.5  # classifier-free guidance while distilling (None: the recipe's)
     t_min: float = attrs.field(default=0.02, validator=[v.gt(0.0), v.lt(1.0)])
     t_max: float = attrs.field(default=0.98, validator=[v.gt(0.0), v.le(1.0)])
     t_max_final: float = attrs.field(default=0.5, validator=[v.gt(0.0), v.le(1.0)])
@@ -101,6 +103,18 @@ def target(
     return pred.x0[0].clamp(-1.0, 1.0)
 
 
+def initial_field(config: DistillConfig) -> VoxelField:
+    """A clear grid with a soft blob of density at the centre. Started from an empty grid, the
+    guided estimate of a white render is a white image (objects cover a tenth of a view), and the
+    grid stays empty; DreamFusion adds a density blob at the origin for the same reason."""
+    field = VoxelField(config.resolution, init_density=config.init_density)
+    with torch.no_grad():
+        axis = torch.linspace(-field.bound, field.bound, config.resolution)
+        r = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij")).norm(dim=0)
+        field.density.add_(config.blob * (1.0 - r / 0.5).clamp_min(0.0))
+    return field
+
+
 def distill(
     pipeline,
     label: int | None = None,
@@ -113,7 +127,9 @@ def distill(
     (``None``: unconditional), by SDS or its inversion variant (``config.variant``)."""
     g = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # the field's initialisation
-    field = VoxelField(config.resolution, init_density=config.init_density)
+    field = initial_field(config)
+    if config.guidance_scale is not None and pipeline.guidance is not None:
+        pipeline = attrs.evolve(pipeline, guidance=attrs.evolve(pipeline.guidance, scale=config.guidance_scale))
     optimizer = torch.optim.Adam(field.parameters(), lr=config.lr)
     size = pipeline.network.spec.size
     bar = None
