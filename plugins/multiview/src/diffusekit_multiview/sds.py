@@ -128,7 +128,7 @@ def distill(
     g = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # the field's initialisation
     field = initial_field(config)
-    if config.guidance_scale is not None and pipeline.guidance is not None:
+    if config.guidance_scale is not None and hasattr(pipeline.guidance, "scale"):  # classifier-free guidance
         pipeline = attrs.evolve(pipeline, guidance=attrs.evolve(pipeline.guidance, scale=config.guidance_scale))
     optimizer = torch.optim.Adam(field.parameters(), lr=config.lr)
     size = pipeline.network.spec.size
