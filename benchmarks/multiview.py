@@ -25,8 +25,8 @@ import attrs
 import diffusekit as dk
 import numpy as np
 import torch
-from diffusekit import ClassLabel, ConditionList
-from diffusekit_multiview import methods, primitives
+from diffusekit import ConditionList
+from diffusekit_multiview import methods, primitives, scenes
 from diffusekit_multiview.cameras import Cameras
 from diffusekit_multiview.networks import PART
 
@@ -63,12 +63,7 @@ def novel_views(pipe: dk.Pipeline, truth, given: int, batch: int) -> torch.Tenso
     out = []
     for s in range(0, num, batch):
         sl = slice(s, s + batch)
-        cond = ConditionList(
-            (
-                Cameras.of(truth.extrinsics[sl]),
-                ClassLabel(torch.full((len(views[sl]),), -1), num_classes=len(primitives.KINDS)),
-            )
-        )
+        cond = scenes.scene_condition(truth.extrinsics[sl], torch.full((len(views[sl]),), -1))
         out.append(pipe.sample(given={PART: views[sl]}, known={PART: known[sl]}, condition=cond)[PART])
     return torch.cat(out)
 
@@ -157,9 +152,7 @@ def bench_sds(args) -> None:
     header(f"sds, one object per class, {args.sds_steps} steps")
     cams = sds.orbit_from(0.0, methods.VIEWS, methods.ELEVATION_DEG)
     labels = torch.arange(len(primitives.KINDS))
-    cond = ConditionList(
-        (Cameras.of(cams.expand(len(labels), -1, -1, -1)), ClassLabel(labels, num_classes=len(labels)))
-    )
+    cond = scenes.scene_condition(cams.expand(len(labels), -1, -1, -1), labels)
     generated = attrs.evolve(pipe, recipe=attrs.evolve(pipe.recipe, seed=SEED)).sample(len(labels), condition=cond)[
         PART
     ]

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from attrs import validators as v
 from diffusekit import (
-    ClassLabel,
     ComponentSpec,
     ConditionList,
     InputError,
@@ -41,7 +40,6 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from diffusekit_multiview import cameras, primitives, scenes
-from diffusekit_multiview.cameras import Cameras
 from diffusekit_multiview.networks import PART
 from diffusekit_multiview.render import render
 
@@ -163,9 +161,7 @@ class ShapesMethod(Method):
         return torch.arange(num, dtype=torch.int64) % len(primitives.KINDS)
 
     def condition(self, num: int, *, device: torch.device | str | None = None) -> Condition:
-        g = torch.Generator().manual_seed(num)
-        cams = Cameras.of(orbit_cameras(num, VIEWS, g))
-        cond = ConditionList((cams, ClassLabel(self.labels(num), num_classes=len(primitives.KINDS))))
+        cond = scenes.scene_condition(orbit_cameras(num, VIEWS, torch.Generator().manual_seed(num)), self.labels(num))
         return cond if device is None else cond.to(device)
 
     def write_outputs(self, samples: State, condition: Condition | None, out_dir: Path) -> list[Path]:
@@ -199,8 +195,8 @@ class NovelViewMethod(ShapesMethod):
         return attrs.evolve(base, guidance=None, method="multiview:nvs")
 
     def condition(self, num: int, *, device: torch.device | str | None = None) -> Condition:
-        cams = Cameras.of(cameras.orbit(VIEWS, scenes.CAMERA_RADIUS, ELEVATION_DEG).expand(num, -1, -1, -1))
-        cond = ConditionList((cams, ClassLabel(torch.full((num,), -1), num_classes=len(primitives.KINDS))))
+        extrinsics = cameras.orbit(VIEWS, scenes.CAMERA_RADIUS, ELEVATION_DEG).expand(num, -1, -1, -1)
+        cond = scenes.scene_condition(extrinsics, torch.full((num,), -1))
         return cond if device is None else cond.to(device)
 
     def held_out(self, num: int, recipe: Recipe) -> scenes.SceneBatch:
@@ -220,9 +216,7 @@ class NovelViewMethod(ShapesMethod):
     def generate(self, pipeline, num: int, out_dir: Path, progress: bool = False) -> list[Path]:
         truth = self.held_out(num, pipeline.recipe)
         views = truth.views * 2.0 - 1.0
-        cond = ConditionList(
-            (Cameras.of(truth.extrinsics), ClassLabel(torch.full((num,), -1), num_classes=len(primitives.KINDS)))
-        )
+        cond = scenes.scene_condition(truth.extrinsics, torch.full((num,), -1))
         known = self.given_mask(num)
         out = pipeline.sample(given={PART: views}, known={PART: known}, condition=cond, progress=progress)[PART]
         written = write_views(out, out_dir, truth=views, extra={"extrinsics": truth.extrinsics})
@@ -252,12 +246,6 @@ class NovelViewMethod(ShapesMethod):
         views = torch.zeros(1, VIEWS, 3, SIZE, SIZE)
         views[:, 0] = view
         return {PART: views}, {PART: self.given_mask(1)}
-
-    def complete(self, pipeline, given: State, known, out_dir: Path, progress: bool = False) -> list[Path]:
-        rows = given[PART].shape[0]
-        cond = self.condition(rows)
-        out = pipeline.sample(given=given, known=known, condition=cond, progress=progress)
-        return self.write_outputs(out, cond, out_dir)
 
 
 @attrs.frozen
@@ -289,9 +277,7 @@ class DistillMethod(ShapesMethod):
         config = sds.DistillConfig(steps=self.steps, variant=self.variant, seed=pipeline.recipe.seed)
         written, renders, report = [], [], []
         extrinsics = sds.orbit_from(0.0, VIEWS, ELEVATION_DEG)
-        cond = ConditionList(
-            (Cameras.of(extrinsics.expand(num, -1, -1, -1)), ClassLabel(labels, num_classes=len(primitives.KINDS)))
-        )
+        cond = scenes.scene_condition(extrinsics.expand(num, -1, -1, -1), labels)
         generated = pipeline.sample(num, condition=cond, progress=progress)[PART]
         for i, label in enumerate(labels.tolist()):
             field = sds.distill(pipeline, label, attrs.evolve(config, seed=config.seed + i), progress=progress)

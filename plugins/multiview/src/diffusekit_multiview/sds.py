@@ -32,12 +32,11 @@ from typing import Literal
 import attrs
 import torch
 from attrs import validators as v
-from diffusekit import ClassLabel, ConditionList
+from diffusekit import ConditionList
 from diffusekit.sampler import TimePlan, invert
 from torch import Tensor
 
-from diffusekit_multiview import cameras, primitives, scenes
-from diffusekit_multiview.cameras import Cameras
+from diffusekit_multiview import cameras, scenes
 from diffusekit_multiview.networks import PART
 from diffusekit_multiview.volume import VoxelField, render_volume
 
@@ -71,7 +70,7 @@ def orbit_from(azimuth_deg: float, views: int, elevation_deg: float) -> Tensor:
 
 def _condition(extrinsics: Tensor, label: int | None) -> ConditionList:
     labels = torch.tensor([-1 if label is None else label])
-    return ConditionList((Cameras.of(extrinsics[None]), ClassLabel(labels, num_classes=len(primitives.KINDS))))
+    return scenes.scene_condition(extrinsics[None], labels)
 
 
 def target(
