@@ -52,19 +52,14 @@ SAMPLERS = {  # name -> (sampler, grid, grid steps); NFE = steps x evaluations p
 
 
 def pipeline(path: Path | None, sampler: str | None = None, grid: str | None = None, steps: int | None = None):
-    """The checkpoint's pipeline (default: the shipped weights) with the sampler, grid and steps
-    of ``molecules:qm9``'s recipe unless given."""
-    default = methods.QM9Method().recipe()
-    overrides = {
-        "sampler": sampler or default.sampler.name,
-        "grid": grid or default.grid.name,
-        "grid.steps": steps or default.grid.params["steps"],
-    }
+    """The checkpoint's pipeline (default: ``molecules:qm9``'s shipped weights) with its own
+    sampler, grid and steps unless given."""
+    overrides = {"sampler": sampler, "grid": grid, "grid.steps": steps}
     if path is None:
         path = methods.QM9Method().weights()
         if path is None:
             raise SystemExit("molecules:qm9 ships no weights: train them (plugins/molecules/scripts/train.sh)")
-    return dk.load(path, **overrides)
+    return dk.load(path, **{key: value for key, value in overrides.items() if value is not None})
 
 
 def train_smiles() -> frozenset[str]:
@@ -72,22 +67,33 @@ def train_smiles() -> frozenset[str]:
     return evaluate.canonical_smiles_set(data.smiles[i] for i in qm9.split_indices()["train"])
 
 
-def draw(pipe: dk.Pipeline, num: int, batch: int) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+def draw(pipe: dk.Pipeline, num: int, batch: int) -> tuple[dict[str, torch.Tensor], float, float]:
     """``num`` molecules with sizes from the training histogram (seed 0: the same sizes and noise
     for every sampler), sampled in batches of similar size (sorted; the network cuts a batch to
-    its largest molecule); with the seconds taken and the network evaluations per batch."""
-    method = methods.QM9Method()
+    its largest molecule): the arguments of :func:`~diffusekit_molecules.evaluate.evaluate`
+    (``bonds`` and ``charges`` too for a model that generates them), with the seconds taken and
+    the network evaluations per batch."""
+    method = pipe.method
     sizes = torch.sort(methods.draw_sizes(num, torch.Generator().manual_seed(0))).values
     counting = Counting(pipe.denoiser)
-    atoms, pos, batches = [], [], 0
+    parts, batches = [], 0
     start = time.perf_counter()
     for s in range(0, num, batch):
         sub = attrs.evolve(pipe, denoiser=counting, recipe=attrs.evolve(pipe.recipe, seed=pipe.recipe.seed + s))
-        a, p = method.sample_sizes(sub, sizes[s : s + batch])
-        atoms.append(a)
-        pos.append(p)
+        parts.append(method.sample_sizes(sub, sizes[s : s + batch]))
         batches += 1
-    return torch.cat(atoms), torch.cat(pos), time.perf_counter() - start, counting.calls / batches
+    seconds = time.perf_counter() - start
+    names = ("atoms", "pos", "charges", "bonds")  # the order of the methods' decoders
+    out = {name: torch.cat([p[i] for p in parts]).numpy() for i, name in enumerate(names[: len(parts[0])])}
+    out["pos"] = out["pos"].astype("float64")
+    return out, seconds, counting.calls / batches
+
+
+def sampler_name(recipe) -> str:
+    """The sampler, with the samplers of each kind for ``core:by_kind``."""
+    spec = recipe.sampler
+    inner = ", ".join(f"{value}" for value in spec.params.values() if isinstance(value, str))
+    return f"{spec.name} ({inner})" if inner else spec.name
 
 
 def report_row(name: str, report: evaluate.Report, seconds: float | None, nfe: int | str) -> str:
@@ -114,9 +120,10 @@ def bench_quality(args) -> None:
         report = evaluate.evaluate(data.atoms[index], data.pos[index], train_smiles=known, canonicalize_train=False)
         print(report_row("QM9 test split (data)", report, None, "-"), flush=True)
     pipe = pipeline(args.checkpoint, args.sampler, args.grid, args.steps)
-    atoms, pos, seconds, nfe = draw(pipe, args.num, args.batch)
-    report = evaluate.evaluate(atoms.numpy(), pos.double().numpy(), train_smiles=known, canonicalize_train=False)
-    name = f"{pipe.recipe.sampler.name}, {pipe.recipe.grid.name} grid, {pipe.recipe.grid.params.get('steps')} steps"
+    molecules, seconds, nfe = draw(pipe, args.num, args.batch)
+    report = evaluate.evaluate(**molecules, train_smiles=known, canonicalize_train=False)
+    name = f"{pipe.recipe.method}: {sampler_name(pipe.recipe)}, {pipe.recipe.grid.name} grid, "
+    name += f"{pipe.recipe.grid.params.get('steps')} steps"
     print(report_row(name, report, seconds, f"{nfe:.0f}"), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
@@ -128,8 +135,8 @@ def bench_samplers(args) -> None:
         sampler, grid, steps = SAMPLERS[name]
         pipe = pipeline(args.checkpoint, sampler, grid, steps)
         num = args.num_ddpm if steps >= 1000 else args.num
-        atoms, pos, seconds, nfe = draw(pipe, num, args.batch)
-        report = evaluate.evaluate(atoms.numpy(), pos.double().numpy())
+        molecules, seconds, nfe = draw(pipe, num, args.batch)
+        report = evaluate.evaluate(**molecules)
         print(report_row(f"{name} ({num} molecules)", report, seconds, f"{nfe:.0f}"), flush=True)
 
 
@@ -162,15 +169,24 @@ def bench_nll(args) -> None:
         print(f"  {k}: {float(torch.cat(v).mean()):.1f}")
 
 
+HARTREE_MEV = 27_211.386  # CODATA 2018: 1 Hartree = 27.211386 eV
+CONDITIONAL = {"alpha": methods.QM9ConditionalMethod, "gap": methods.QM9GapConditionalMethod}
+
+
 def bench_conditional(args) -> None:
     """EDM's conditional table (Hoogeboom et al., 2022, Table 3): the regressor's MAE on molecules
     generated for given properties, between the "number of atoms only" and real-molecule bounds."""
     import numpy as np
     from diffusekit_molecules import properties
 
-    checkpoint = args.checkpoint or methods.QM9ConditionalMethod().weights()
-    regressor = properties.Regressor.load(args.regressor or properties.shipped_regressor("alpha"))
+    method = CONDITIONAL[args.property]()
+    checkpoint = args.checkpoint or method.weights()
+    if checkpoint is None:
+        raise SystemExit(f"{method.NAME} ships no weights: give --checkpoint")
+    regressor = properties.Regressor.load(args.regressor or properties.shipped_regressor(args.property))
     name = regressor.property
+    if name != args.property:
+        raise SystemExit(f"--regressor predicts {name}, not {args.property}")
     data = qm9.load_qm9()
     train = qm9.split_indices()["train"]
     first, second = properties.half_indices(train, "first"), properties.half_indices(train, "second")
@@ -190,7 +206,6 @@ def bench_conditional(args) -> None:
     )
 
     pipe = dk.load(checkpoint, **({"guidance.scale": args.scale} if args.scale is not None else {}))
-    method = methods.QM9ConditionalMethod()
     atoms, pos, asked = [], [], []
     start = time.perf_counter()
     for s in range(0, args.num, args.batch):
@@ -218,9 +233,12 @@ def bench_conditional(args) -> None:
     }
     in_half = {h: sum(s in smiles for s in valid) / max(len(valid), 1) for h, smiles in seen.items()}
     unit = qm9.PROPERTY_UNITS[name][1]
+    factor = 1.0
+    if unit == "Ha":  # EDM's table quotes energies in meV
+        unit, factor = "meV", HARTREE_MEV
     print(f"| {name} MAE ({unit}), {args.num} molecules | MAE |\n|---|---|")
     for label, mae in rows:
-        print(f"| {label} | {float(mae):.4g} |")
+        print(f"| {label} | {factor * float(mae):.4g} |")
     print(
         f"\ngenerated: atom stability {100 * report.atom_stability:.1f}%, molecule stability "
         f"{100 * report.mol_stability:.1f}%, validity {100 * report.validity:.1f}% ({seconds:.0f} s); of the valid "
@@ -244,6 +262,7 @@ def main() -> None:
     parser.add_argument("--which-samplers", default=",".join(SAMPLERS))
     parser.add_argument("--repeats", type=int, default=4, help="nll: draws of (t, noise) per molecule")
     parser.add_argument("--regressor", type=Path, help="conditional: a property regressor (train-property-regressor)")
+    parser.add_argument("--property", choices=sorted(CONDITIONAL), default="alpha", help="conditional: which model")
     parser.add_argument("--scale", type=float, help="conditional: the guidance scale (default: the recipe's)")
     args = parser.parse_args()
     print(f"<!-- {environment()} -->\n")

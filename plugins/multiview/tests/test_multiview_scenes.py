@@ -72,23 +72,35 @@ def test_a_smaller_dataset_is_a_prefix_of_a_larger_one_with_the_same_seed():
 
 @fast
 @given(seeds)
-def test_scenes_have_one_to_three_primitives_inside_the_unit_ball(seed):
+def test_scenes_have_one_to_three_primitives_centred_and_filling_the_ball(seed):
     p = scenes.random_primitives(np.random.default_rng(seed), 8)
     counts = p.present.sum(-1)
     assert ((counts >= 1) & (counts <= 3)).all()
     assert p.present[:, 0].all()  # the used slots come first
     assert (p.present[:, 1:] <= p.present[:, :-1]).all()
-    reach = torch.linalg.vector_norm(p.centre, dim=-1) + primitives.bounding_radius(p.kind, p.size)
-    assert (reach[p.present] <= 1.0 + 1e-6).all()
+    radius = primitives.bounding_radius(p.kind, p.size)
+    reach = torch.linalg.vector_norm(p.centre, dim=-1) + radius
+    # the smallest ball about the origin holding each scene has radius FILL
+    torch.testing.assert_close(
+        reach.masked_fill(~p.present, 0).amax(-1), torch.full((8,), scenes.FILL), atol=1e-5, rtol=0
+    )
+    # and the box around the primitives' bounding balls is centred on the origin
+    low = (p.centre - radius[..., None]).masked_fill(~p.present[..., None], torch.inf).amin(-2)
+    high = (p.centre + radius[..., None]).masked_fill(~p.present[..., None], -torch.inf).amax(-2)
+    torch.testing.assert_close(low + high, torch.zeros(8, 3), atol=1e-5, rtol=0)
     r = p.rotation[p.present]
     torch.testing.assert_close(r @ r.transpose(-1, -2), torch.eye(3).expand_as(r), atol=1e-5, rtol=0)
     torch.testing.assert_close(torch.linalg.det(r), torch.ones(len(r)), atol=1e-5, rtol=0)
     palette = torch.tensor(scenes.PALETTE)
     assert ((p.colour[p.present][:, None] == palette).all(-1).any(-1)).all()
-    for kind, ranges in scenes.SIZES.items():
+    for kind, ranges in scenes.SIZES.items():  # the scale is the scene's, the proportions the primitive's
         sizes = p.size[p.present & (p.kind == kind)]
         lo, hi = torch.tensor(ranges, dtype=torch.float32).T
-        assert ((sizes >= lo - 1e-6) & (sizes <= hi + 1e-6)).all()
+        used = hi > 0
+        assert (sizes[:, used] > 0).all() and (sizes[:, ~used] == 0).all()
+        if used.sum() == 2:  # torus and cylinder: the ratio of their two sizes is drawn from SIZES
+            ratio = sizes[:, 1] / sizes[:, 0]
+            assert ((ratio >= lo[1] / hi[0] - 1e-5) & (ratio <= hi[1] / lo[0] + 1e-5)).all()
 
 
 def test_the_primitives_are_sampled_over_every_kind_and_count():

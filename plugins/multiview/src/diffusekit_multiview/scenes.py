@@ -9,11 +9,18 @@ A scene is drawn as follows (all from one ``numpy.random.Generator``):
 - a centre uniform in the ball of radius :math:`1 - \rho`, with :math:`\rho` the primitive's
   bounding radius, so that every primitive lies inside the unit ball (primitives may overlap:
   the scene is their union);
-- a colour drawn from :data:`PALETTE`.
+- a colour drawn from :data:`PALETTE`;
+
+then the scene is normalised as object datasets are for multi-view models (Zero123 and MVDream
+centre and scale every Objaverse object): translated so that the centre of the box around its
+primitives' bounding balls is the origin, and scaled so that the smallest ball about the origin
+holding them has radius :data:`FILL`. Without it an object's depth is ambiguous from one view
+and it covers a tenth of the image.
 
 Each scene is seen from ``views`` cameras drawn uniformly on the zone of elevations
 :data:`ELEVATION_DEG` of the sphere of radius :data:`CAMERA_RADIUS`, with a vertical field of view
-of :data:`FOV_DEG` (a unit ball at that distance fills about 85% of the image height), and rendered
+of :data:`FOV_DEG` (a unit ball at that distance fills about 85% of the image height, a
+normalised scene at most about 75%), and rendered
 by :func:`diffusekit_multiview.render.render`. A scene's *shape class* is the kind of its largest
 primitive by volume, for class conditioning.
 """
@@ -54,6 +61,8 @@ PALETTE = (
     (0.95, 0.55, 0.15),  # orange
 )
 """The colours a primitive can take (RGB in [0, 1]); all distinct from the white background."""
+FILL = 0.9
+"""The radius of the ball about the origin that holds every normalised scene exactly."""
 SPLITS = ("train", "test")
 _CHUNK = 16  # scenes rendered at once: larger batches fall out of the CPU caches (twice slower at 64)
 
@@ -68,6 +77,17 @@ def _rotation(gen: np.random.Generator) -> np.ndarray:
             [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
         ]
     )
+
+
+def _normalise(kind: np.ndarray, centre: np.ndarray, size: np.ndarray, present: np.ndarray) -> None:
+    """Centre one scene's primitives (in place) on the box around their bounding balls and scale
+    them so that the ball about the origin that holds them has radius :data:`FILL`."""
+    reach = primitives.bounding_radius(torch.from_numpy(kind), torch.from_numpy(size)).numpy()[present]
+    used = centre[present]
+    middle = ((used - reach[:, None]).min(0) + (used + reach[:, None]).max(0)) / 2.0
+    scale = FILL / float((np.linalg.norm(used - middle, axis=-1) + reach).max())
+    centre[present] = (used - middle) * scale
+    size[present] *= scale  # every size entry is a length: the primitives scale with them
 
 
 def random_primitives(gen: np.random.Generator, count: int) -> Primitives:
@@ -91,6 +111,7 @@ def random_primitives(gen: np.random.Generator, count: int) -> Primitives:
             rotation[s, k] = _rotation(gen)
             colour[s, k] = PALETTE[gen.integers(len(PALETTE))]
             present[s, k] = True
+        _normalise(kind[s], centre[s], size[s], present[s])
     f = torch.float32
     return Primitives(
         torch.from_numpy(kind),
