@@ -50,8 +50,19 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.tensor(scores).reshape(a.shape[:-3])
 
 
-def load(path: Path | None) -> dk.Pipeline:
-    return dk.load(path) if path is not None else dk.pretrained("multiview:nvs")
+def trained_steps(path: Path | None) -> int:
+    """The training step of a checkpoint (default: the shipped weights)."""
+    from diffusekit.checkpoint import load_checkpoint
+
+    return load_checkpoint(path or methods.ShapesMethod().weights()).step
+
+
+def load(path: Path | None, steps: int | None = None) -> dk.Pipeline:
+    """A checkpoint's pipeline (default: the shipped weights), with ``steps`` sampling steps if given."""
+    path = path or methods.ShapesMethod().weights()
+    if path is None:
+        raise SystemExit("multiview:shapes ships no weights: give --checkpoint")
+    return dk.load(path, **({} if steps is None else {"grid.steps": steps}))
 
 
 def novel_views(pipe: dk.Pipeline, truth, given: int, batch: int) -> torch.Tensor:
@@ -76,9 +87,13 @@ def nearest_given(view: int, given: int) -> int:
 
 def bench_nvs(args) -> None:
     method = methods.NovelViewMethod()
-    pipes = {"cross-view attention (multiview:nvs)": load(args.checkpoint)}
+    models = [(f"cross-view attention, step {trained_steps(path)}", path) for path in [args.checkpoint, *args.more]]
     if args.ablation is not None:
-        pipes["without cross-view attention (ablation)"] = load(args.ablation)
+        models.append((f"without cross-view attention (ablation), step {trained_steps(args.ablation)}", args.ablation))
+    pipes = {}  # with other sampling steps too (1: one step from t = 1, the posterior mean's estimate)
+    for name, path in models:
+        for steps in args.grid_steps or [None]:
+            pipes[name if steps is None else f"{name}, {steps} steps"] = load(path, steps)
     recipe = attrs.evolve(next(iter(pipes.values())).recipe, seed=SEED)
     truth = method.held_out(args.num, recipe)
     views = truth.views * 2.0 - 1.0
@@ -179,6 +194,8 @@ def main() -> None:
     parser.add_argument("which", choices=("nvs", "consistency", "sds"))
     parser.add_argument("--checkpoint", type=Path, help="a multiview:shapes checkpoint (default: the shipped weights)")
     parser.add_argument("--ablation", type=Path, help="nvs: the same model trained with network.cross_view=false")
+    parser.add_argument("--more", type=Path, nargs="*", default=[], help="nvs: further checkpoints to compare")
+    parser.add_argument("--grid-steps", type=int, nargs="*", help="nvs: sampling steps (default: the recipe's)")
     parser.add_argument("--num", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--given", type=int, nargs="+", default=[1, 2])

@@ -24,7 +24,7 @@ from PIL import Image
 def _tiny(method: methods.ShapesMethod):
     """The method's recipe with a small network and few sampling steps (same parts and tasks)."""
     recipe = method.recipe()
-    net = attrs.evolve(recipe.network, params={**recipe.network.params, "d_model": 32, "layers": 1, "refine": 4})
+    net = attrs.evolve(recipe.network, params={**recipe.network.params, "channels": 8, "num_res_blocks": 1})
     return attrs.evolve(recipe, network=net, grid=attrs.evolve(recipe.grid, params={"steps": 4}))
 
 

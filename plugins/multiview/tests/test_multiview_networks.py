@@ -1,4 +1,4 @@
-"""The multi-view transformer: shapes, view-permutation equivariance, per-view time, cross-view
+"""The multi-view networks (transformer and U-Net): shapes, view-permutation equivariance, per-view time, cross-view
 attention, cameras, classes, the network contracts, refusals."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from diffusekit.recipe import ComponentSpec
 from diffusekit.testing.contracts import network_contracts
 from diffusekit.testing.reference import TrigonometricSchedule
 from diffusekit_multiview import cameras
-from diffusekit_multiview.networks import MultiViewTransformer
+from diffusekit_multiview.networks import MultiViewTransformer, MultiViewUNet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,16 +20,22 @@ MODES = ["extrinsics", "plucker", "none"]
 examples = settings(max_examples=15, deadline=None, derandomize=True)
 
 
-def spec(**kw) -> MultiViewTransformer:
+ARCHS = ["transformer", "unet"]
+
+
+def spec(arch: str = "transformer", **kw) -> MultiViewTransformer | MultiViewUNet:
+    if arch == "unet":
+        params = dict(size=SIZE, channels=8, channel_mult=(1, 2), attention_levels=(1,), num_res_blocks=1, heads=2)
+        return MultiViewUNet(**{**params, "views": 3, "num_classes": CLASSES, **kw})
     params = dict(size=SIZE, patch=4, d_model=16, layers=2, heads=2, views=3, refine=4, num_classes=CLASSES)
     return MultiViewTransformer(**{**params, **kw})
 
 
-def model(seed: int = 0, dtype: torch.dtype = torch.float32, **kw) -> torch.nn.Module:
+def model(seed: int = 0, dtype: torch.dtype = torch.float32, arch: str = "transformer", **kw) -> torch.nn.Module:
     """A built module whose zero-initialised gates and output are perturbed (else it outputs 0)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = spec(**kw).build().eval().to(dtype)
+        module = spec(arch, **kw).build().eval().to(dtype)
         with torch.no_grad():
             for p in module.parameters():
                 p.add_(0.1 * torch.randn_like(p))
@@ -56,11 +62,20 @@ def close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:
 
 
 @examples
-@given(st.integers(1, 3), st.integers(1, 5), st.sampled_from(MODES), st.booleans(), st.integers(0, 2**16))
-def test_output_has_the_input_shape(batch: int, views: int, camera: str, cross_view: bool, seed: int) -> None:
+@given(
+    st.sampled_from(ARCHS),
+    st.integers(1, 3),
+    st.integers(1, 5),
+    st.sampled_from(MODES),
+    st.booleans(),
+    st.integers(0, 2**16),
+)
+def test_output_has_the_input_shape(
+    arch: str, batch: int, views: int, camera: str, cross_view: bool, seed: int
+) -> None:
     x, t, extrinsics, labels = scene(batch, views, seed)
     with torch.no_grad():
-        out = model(camera=camera, cross_view=cross_view)(x, t, condition(extrinsics, labels))
+        out = model(arch=arch, camera=camera, cross_view=cross_view)(x, t, condition(extrinsics, labels))
     assert out.shape == x.shape and out.dtype == x.dtype and bool(torch.isfinite(out).all())
     assert out.abs().max() > 1e-3  # randomised weights: not the zero output of the untrained network
 
@@ -71,16 +86,26 @@ def test_untrained_output_is_zero(camera: str, refine: int) -> None:
     x, t, extrinsics, labels = scene(2, 3, 0)
     out = spec(camera=camera, refine=refine).build()(x, t, condition(extrinsics, labels))
     assert torch.equal(out, torch.zeros_like(x))
+    out = spec("unet", camera=camera).build()(x, t, condition(extrinsics, labels))
+    assert torch.equal(out, torch.zeros_like(x))
 
 
 @examples
-@given(st.integers(1, 2), st.integers(2, 5), st.sampled_from(MODES), st.booleans(), st.integers(0, 2**16), st.data())
+@given(
+    st.sampled_from(ARCHS),
+    st.integers(1, 2),
+    st.integers(2, 5),
+    st.sampled_from(MODES),
+    st.booleans(),
+    st.integers(0, 2**16),
+    st.data(),
+)
 def test_permuting_views_with_their_cameras_permutes_the_output(
-    batch: int, views: int, camera: str, cross_view: bool, seed: int, data
+    arch: str, batch: int, views: int, camera: str, cross_view: bool, seed: int, data
 ) -> None:
     perm = torch.tensor(data.draw(st.permutations(range(views)), label="permutation"))
     x, t, extrinsics, labels = scene(batch, views, seed, torch.float64)  # float64: sums in another order agree
-    m = model(seed, torch.float64, camera=camera, cross_view=cross_view)
+    m = model(seed, torch.float64, arch, camera=camera, cross_view=cross_view)
     with torch.no_grad():
         out = m(x, t, condition(extrinsics, labels))
         permuted = m(x[:, perm], t[:, perm], condition(extrinsics[:, perm], labels))
@@ -88,10 +113,10 @@ def test_permuting_views_with_their_cameras_permutes_the_output(
 
 
 @examples
-@given(st.integers(1, 3), st.integers(1, 5), st.floats(0.0, 1.0), st.integers(0, 2**16))
-def test_equal_per_view_time_is_the_scalar_time(batch: int, views: int, t: float, seed: int) -> None:
+@given(st.sampled_from(ARCHS), st.integers(1, 3), st.integers(1, 5), st.floats(0.0, 1.0), st.integers(0, 2**16))
+def test_equal_per_view_time_is_the_scalar_time(arch: str, batch: int, views: int, t: float, seed: int) -> None:
     x, _, extrinsics, labels = scene(batch, views, seed)
-    m, cond = model(seed), condition(extrinsics, labels)
+    m, cond = model(seed, arch=arch), condition(extrinsics, labels)
     with torch.no_grad():
         scalar = m(x, torch.tensor(t, dtype=torch.float64), cond)
         for shape in [(batch,), (batch, views), (batch, views, 1, 1, 1), (1, views), (batch, 1)]:
@@ -100,8 +125,8 @@ def test_equal_per_view_time_is_the_scalar_time(batch: int, views: int, t: float
 
 
 @examples
-@given(st.integers(2, 5), st.sampled_from(MODES), st.integers(0, 2**16), st.data())
-def test_views_interact_only_through_cross_view_attention(views: int, camera: str, seed: int, data) -> None:
+@given(st.sampled_from(ARCHS), st.integers(2, 5), st.sampled_from(MODES), st.integers(0, 2**16), st.data())
+def test_views_interact_only_through_cross_view_attention(arch: str, views: int, camera: str, seed: int, data) -> None:
     j = data.draw(st.integers(0, views - 1), label="perturbed view")
     x, t, extrinsics, labels = scene(2, views, seed)
     y, s = x.clone(), t.clone()
@@ -110,7 +135,7 @@ def test_views_interact_only_through_cross_view_attention(views: int, camera: st
     others = [i for i in range(views) if i != j]
     cond = condition(extrinsics, labels)
     for cross_view in (False, True):
-        m = model(seed, camera=camera, cross_view=cross_view)
+        m = model(seed, arch=arch, camera=camera, cross_view=cross_view)
         with torch.no_grad():
             a, b = m(x, t, cond), m(y, s, cond)
         assert not close(a[:, j], b[:, j])
@@ -121,15 +146,17 @@ def test_views_interact_only_through_cross_view_attention(views: int, camera: st
 
 
 @examples
-@given(st.integers(1, 5), st.sampled_from(MODES), st.booleans(), st.integers(0, 2**16), st.data())
+@given(
+    st.sampled_from(ARCHS), st.integers(1, 5), st.sampled_from(MODES), st.booleans(), st.integers(0, 2**16), st.data()
+)
 def test_a_views_camera_changes_its_output_unless_cameras_are_ignored(
-    views: int, camera: str, cross_view: bool, seed: int, data
+    arch: str, views: int, camera: str, cross_view: bool, seed: int, data
 ) -> None:
     j = data.draw(st.integers(0, views - 1), label="moved camera")
     x, t, extrinsics, labels = scene(2, views, seed)
     moved = extrinsics.clone()
     moved[:, j] = cameras.random_cameras(2, torch.Generator().manual_seed(seed + 1))
-    m = model(seed, camera=camera, cross_view=cross_view)
+    m = model(seed, arch=arch, camera=camera, cross_view=cross_view)
     with torch.no_grad():
         a, b = m(x, t, condition(extrinsics, labels)), m(x, t, condition(moved, labels))
     if camera == "none":
@@ -138,10 +165,11 @@ def test_a_views_camera_changes_its_output_unless_cameras_are_ignored(
         assert not close(a[:, j], b[:, j])
 
 
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("camera", MODES)
-def test_null_cameras_differ_from_real_ones(camera: str) -> None:
+def test_null_cameras_differ_from_real_ones(camera: str, arch: str) -> None:
     x, t, extrinsics, labels = scene(2, 3, 0)
-    m, cams = model(camera=camera), Embedding(extrinsics.flatten(1))
+    m, cams = model(arch=arch, camera=camera), Embedding(extrinsics.flatten(1))
     with torch.no_grad():
         real, null, none = m(x, t, cams), m(x, t, cams.null_like()), m(x, t, None)
     assert torch.equal(null, none)  # no condition is the null condition
@@ -149,10 +177,10 @@ def test_null_cameras_differ_from_real_ones(camera: str) -> None:
 
 
 @examples
-@given(st.integers(1, 3), st.integers(1, 4), st.sampled_from(MODES), st.integers(0, 2**16))
-def test_the_null_label_differs_from_a_real_one(batch: int, views: int, camera: str, seed: int) -> None:
+@given(st.sampled_from(ARCHS), st.integers(1, 3), st.integers(1, 4), st.sampled_from(MODES), st.integers(0, 2**16))
+def test_the_null_label_differs_from_a_real_one(arch: str, batch: int, views: int, camera: str, seed: int) -> None:
     x, t, extrinsics, labels = scene(batch, views, seed)
-    m = model(seed, camera=camera)
+    m = model(seed, arch=arch, camera=camera)
     real = condition(extrinsics, labels)
     with torch.no_grad():
         a = m(x, t, real)
@@ -189,6 +217,8 @@ def test_deterministic_given_the_seed() -> None:
         {},
         {"camera": "plucker", "cross_view": False, "refine": 0, "num_classes": 0},
         {"camera": "none", "views": 1},
+        {"arch": "unet"},
+        {"arch": "unet", "camera": "extrinsics", "cross_view": False, "num_classes": 0},
     ],
 )
 def test_network_contracts(kw: dict) -> None:
@@ -203,8 +233,9 @@ def refused(error: type[Exception], match: str, fn, *args) -> None:
     assert "\n" not in str(info.value)
 
 
-def test_refusals() -> None:
-    m = model()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_refusals(arch: str) -> None:
+    m = model(arch=arch)
     x, t, extrinsics, labels = scene(2, 3, 0)
     cond = condition(extrinsics, labels)
     refused(ShapeError, "views", m, x[:, :, :, :4], t, cond)
@@ -214,21 +245,25 @@ def test_refusals() -> None:
     refused(ShapeError, "extrinsics", m, x[:1], t[:1], cond)  # cameras of 2 samples for 1
     wrong = ConditionList((cond.items[0], ClassLabel(labels, num_classes=CLASSES + 1)))
     refused(ShapeError, "classes", m, x, t, wrong)
-    refused(ShapeError, "num_classes = 0", model(num_classes=0), x, t, cond)
+    refused(ShapeError, "num_classes = 0", model(arch=arch, num_classes=0), x, t, cond)
     refused(ShapeError, "more than one", m, x, t, ConditionList((cond.items[0], cond.items[0])))
     refused(ShapeError, "one part", m, {"views": x, "x": x}, t, cond)
     for bad in [dict(size=10), dict(d_model=18, heads=4), dict(d_model=15, heads=3), dict(camera="rays")]:
         with pytest.raises(ValueError):
             spec(**bad)
+    for bad in [dict(size=10, channel_mult=(1, 2, 2)), dict(channels=12), dict(heads=3), dict(camera="rays")]:
+        with pytest.raises(ValueError):
+            spec("unet", **bad)
 
 
 def part(shape, time_dims: int = 2, name: str = "views") -> dict[str, PartSpec]:
     return {name: PartSpec(shape, ComponentSpec("trig"), ComponentSpec("eps"), time_dims=time_dims)}
 
 
-def test_check_parts() -> None:
-    spec().check_parts(part((6, 3, 8, 8)), {"views": TrigonometricSchedule()})
-    spec().check_parts(part((1, 3, 8, 8), time_dims=1, name="x"), {"x": TrigonometricSchedule()})
+@pytest.mark.parametrize("arch", ARCHS)
+def test_check_parts(arch: str) -> None:
+    spec(arch).check_parts(part((6, 3, 8, 8)), {"views": TrigonometricSchedule()})
+    spec(arch).check_parts(part((1, 3, 8, 8), time_dims=1, name="x"), {"x": TrigonometricSchedule()})
     two = {**part((6, 3, 8, 8)), **part((6, 3, 8, 8), name="x")}
     for bad, where in [
         (part((6, 3, 8, 8), name="images"), "parts"),
@@ -238,8 +273,8 @@ def test_check_parts() -> None:
         (part((3, 8, 8)), "shape"),
         (part((6, 3, 8, 8), time_dims=3), "time_dims"),
     ]:
-        refused(ConfigError, where, spec().check_parts, bad, {name: TrigonometricSchedule() for name in bad})
-    refused(ConfigError, "schedule", spec().check_parts, part((6, 3, 8, 8)), {"views": Categorical()})
+        refused(ConfigError, where, spec(arch).check_parts, bad, {name: TrigonometricSchedule() for name in bad})
+    refused(ConfigError, "schedule", spec(arch).check_parts, part((6, 3, 8, 8)), {"views": Categorical()})
 
 
 class Categorical:

@@ -95,9 +95,9 @@ class ShapesMethod(Method):
     ``shape`` (sphere, box, torus, cylinder; by default the samples cycle through them), seen
     from an orbit at 20° elevation.
 
-    A multi-view transformer (patch 4, width 128, 4 layers; attention across all views, MVDream's
-    3-D self-attention, Shi et al., 2023; Plücker ray maps as the camera code, CAT3D, Gao et al.,
-    2024) trained with v-prediction on the cosine schedule and per-view time (every view its own
+    A multi-view U-Net (``multiview:mv_unet``: 32-64-64 channels, attention across all views at
+    8×8 and in the middle, MVDream's 3-D self-attention, Shi et al., 2023; Plücker ray maps as the
+    camera code, CAT3D, Gao et al., 2024) trained with v-prediction on the cosine schedule and per-view time (every view its own
     training time; one shared time for 30% of samples; random views held given for half the
     samples, so the same weights do novel-view synthesis). The shape class is dropped for 10% of
     samples (classifier-free guidance, ``guidance.scale``); the cameras never are.
@@ -116,17 +116,16 @@ class ShapesMethod(Method):
                 )
             },
             network=ComponentSpec(
-                "multiview:mv_transformer",
+                "multiview:mv_unet",
                 {
                     "size": SIZE,
-                    "patch": 4,
-                    "d_model": 128,
-                    "layers": 4,
+                    "channels": 32,
+                    "channel_mult": [1, 2, 2],
+                    "attention_levels": [2],
                     "heads": 4,
                     "views": VIEWS,
                     "camera": "plucker",
                     "num_classes": len(primitives.KINDS),
-                    "refine": 16,
                 },
             ),
             sampler=ComponentSpec("gaussian:ddim"),
@@ -136,7 +135,7 @@ class ShapesMethod(Method):
             method="multiview:shapes",
             seed=0,
             train=TrainConfig(
-                steps=4000,
+                steps=3000,
                 batch_size=16,
                 lr=5e-4,
                 warmup_steps=200,

@@ -130,20 +130,15 @@ class Block(nn.Module):
         return h + mods[5] * self.mlp(modulate(self.norms[1](h), mods[3], mods[4]))
 
 
-class MultiViewModule(nn.Module):
-    """The module built by :class:`MultiViewTransformer`:
-    ``(x (B, V, 3, S, S), noise_level, condition) -> (B, V, 3, S, S)``.
+class ViewsModule(nn.Module):
+    """What the multi-view networks share: a part named ``views`` (or a bare tensor) in and out,
+    and each view's embedding ``(B, V, D)`` from its time, its camera (``"extrinsics"``) and the
+    sample's class; Plücker ray channels (``"plucker"``). ``spec`` has ``size``, ``camera``,
+    ``num_classes`` and ``fov_deg``; subclasses implement :meth:`_run`."""
 
-    ``x`` may also be a one-part dict (the denoiser's form for a part named ``views``), with the
-    noise level as a dict of the same key; the output is then a dict too.
-    """
-
-    def __init__(self, spec: MultiViewTransformer) -> None:
+    def __init__(self, spec: Any, d: int) -> None:
         super().__init__()
-        d, self.spec = spec.d_model, spec
-        extra = 6 if spec.camera == "plucker" else 0  # Plücker channels beside the pixels
-        self.patch = nn.Linear((CHANNELS + extra) * spec.patch**2, d)
-        self.positions = nn.Parameter(torch.randn(spec.tokens, d) * 0.02)  # within a view: no view index
+        self.spec = spec
         self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(1000.0), d // 2)), persistent=False)
         self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.camera = None
@@ -152,71 +147,41 @@ class MultiViewModule(nn.Module):
             self.camera = nn.Sequential(nn.Linear(16, d), nn.SiLU(), nn.Linear(d, d))
             self.null_camera = nn.Parameter(torch.randn(d) * 0.02)
         self.labels = nn.Embedding(spec.num_classes + 1, d) if spec.num_classes else None  # + the null label
-        self.blocks = nn.ModuleList(Block(d, spec.heads, spec.dropout, spec.cross_view) for _ in range(spec.layers))
-        self.norm = nn.LayerNorm(d, elementwise_affine=False)
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
-        out = spec.refine or CHANNELS
-        self.unpatch = nn.Linear(d, out * spec.patch**2)
-        self.refine = None
-        if spec.refine:  # a per-view 3x3 conv head on the pixels (U-ViT's final conv): no blocky patch seams
-            self.refine = nn.Sequential(
-                nn.Conv2d(out + CHANNELS, out, 3, padding=1),
-                nn.SiLU(),
-                nn.Conv2d(out, CHANNELS, 3, padding=1),
-            )
-        for layer in (self.ada[1], self.refine[-1] if self.refine is not None else self.unpatch):
-            nn.init.zeros_(layer.weight)  # the untrained network outputs 0
-            nn.init.zeros_(layer.bias)
 
     def forward(self, x: Any, noise: Any, condition: Condition | None = None) -> Any:
         if isinstance(x, Mapping):  # a part named "views" arrives as a dict, from the denoiser
             if len(x) != 1:
-                raise ShapeError(f"this transformer denoises one part, got {sorted(x)}")
+                raise ShapeError(f"this network denoises one part, got {sorted(x)}")
             (name,) = x
             level = noise[name] if isinstance(noise, Mapping) else noise
             return {name: self._run(x[name], level, condition)}
         return self._run(x, noise, condition)
 
     def _run(self, x: Tensor, noise: Tensor | float, condition: Condition | None) -> Tensor:
+        raise NotImplementedError
+
+    def _check(self, x: Any, what: str) -> None:
         s = self.spec
         if not isinstance(x, Tensor) or x.ndim != 5 or tuple(x.shape[2:]) != (CHANNELS, s.size, s.size):
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ShapeError(f"this transformer takes views (B, V, {CHANNELS}, {s.size}, {s.size}), got {shape}")
-        b, views, p, g = x.shape[0], x.shape[1], s.patch, s.size // s.patch
-        extrinsics, label = split_condition(condition)
-        e = self._embed(noise_per_row(noise, b, views, x.dtype, x.device, "view"), extrinsics, label, b, views)
-        pixels = x
-        if s.camera == "plucker":
-            pixels = torch.cat([x, self._plucker(extrinsics, b, views, x)], dim=2)
-        c = pixels.shape[2]
-        h = pixels.reshape(b, views, c, g, p, g, p).permute(0, 1, 3, 5, 2, 4, 6).reshape(b, views, g * g, c * p * p)
-        h = self.patch(h) + self.positions
-        for block in self.blocks:
-            h = block(h, e)
-        shift, scale = self.ada(e)[:, :, None].chunk(2, dim=-1)
-        out = self.unpatch(modulate(self.norm(h), shift, scale))
-        k = s.refine or CHANNELS
-        out = out.reshape(b, views, g, g, k, p, p).permute(0, 1, 4, 2, 5, 3, 6).reshape(b * views, k, s.size, s.size)
-        if self.refine is not None:
-            out = self.refine(torch.cat([out, x.reshape(b * views, CHANNELS, s.size, s.size)], dim=1))
-        return out.reshape(x.shape)
+            raise ShapeError(f"this {what} takes views (B, V, {CHANNELS}, {s.size}, {s.size}), got {shape}")
 
     def _embed(self, t: Tensor, extrinsics: Embedding | None, label: ClassLabel | None, b: int, views: int) -> Tensor:
         """Each view's embedding ``(B, V, D)``: its time, plus its camera (``"extrinsics"``) and the class."""
         e = self.time(torch.cat([torch.sin(t[..., None] * self.freqs), torch.cos(t[..., None] * self.freqs)], -1))
+        matrices, present = self._cameras(extrinsics, b, views, e.dtype, e.device)  # checked in every mode
         if self.camera is not None:
-            matrices, present = self._cameras(extrinsics, b, views, e.dtype, e.device)
             embedded = self.camera(matrices.flatten(-2))
             e = e + torch.where(present[:, None, None], embedded, self.null_camera.to(e.dtype))
         if label is not None and self.labels is None:
-            raise ShapeError("this transformer has no class embedding (num_classes = 0), got class labels")
+            raise ShapeError("this network has no class embedding (num_classes = 0), got class labels")
         if self.labels is not None:
             if label is None:  # no labels: the unconditional (null) embedding
                 index = torch.full((b,), self.spec.num_classes, dtype=torch.long, device=e.device)
             else:
                 if label.num_classes != self.spec.num_classes or label.batch_size != b:
                     raise ShapeError(
-                        f"this transformer embeds {self.spec.num_classes} classes for {b} samples, got class "
+                        f"this network embeds {self.spec.num_classes} classes for {b} samples, got class "
                         f"labels with num_classes = {label.num_classes} for {label.batch_size}"
                     )
                 index = label.embedding_index().to(e.device)
@@ -250,6 +215,89 @@ class MultiViewModule(nn.Module):
         # absent cameras are zero matrices: their rays are 0 (no rotation, centre at the origin)
         origins, directions = cameras.rays(matrices, self.spec.size, self.spec.fov_deg)
         return cameras.plucker(origins, directions).permute(0, 1, 4, 2, 3)
+
+
+class MultiViewModule(ViewsModule):
+    """The module built by :class:`MultiViewTransformer`:
+    ``(x (B, V, 3, S, S), noise_level, condition) -> (B, V, 3, S, S)``.
+
+    ``x`` may also be a one-part dict (the denoiser's form for a part named ``views``), with the
+    noise level as a dict of the same key; the output is then a dict too.
+    """
+
+    def __init__(self, spec: MultiViewTransformer) -> None:
+        d = spec.d_model
+        super().__init__(spec, d)
+        extra = 6 if spec.camera == "plucker" else 0  # Plücker channels beside the pixels
+        self.patch = nn.Linear((CHANNELS + extra) * spec.patch**2, d)
+        self.positions = nn.Parameter(torch.randn(spec.tokens, d) * 0.02)  # within a view: no view index
+        self.blocks = nn.ModuleList(Block(d, spec.heads, spec.dropout, spec.cross_view) for _ in range(spec.layers))
+        self.norm = nn.LayerNorm(d, elementwise_affine=False)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+        out = spec.refine or CHANNELS
+        self.unpatch = nn.Linear(d, out * spec.patch**2)
+        self.refine = None
+        if spec.refine:  # a per-view 3x3 conv head on the pixels (U-ViT's final conv): no blocky patch seams
+            self.refine = nn.Sequential(
+                nn.Conv2d(out + CHANNELS, out, 3, padding=1),
+                nn.SiLU(),
+                nn.Conv2d(out, CHANNELS, 3, padding=1),
+            )
+        for layer in (self.ada[1], self.refine[-1] if self.refine is not None else self.unpatch):
+            nn.init.zeros_(layer.weight)  # the untrained network outputs 0
+            nn.init.zeros_(layer.bias)
+
+    def _run(self, x: Tensor, noise: Tensor | float, condition: Condition | None) -> Tensor:
+        s = self.spec
+        self._check(x, "transformer")
+        b, views, p, g = x.shape[0], x.shape[1], s.patch, s.size // s.patch
+        extrinsics, label = split_condition(condition)
+        e = self._embed(noise_per_row(noise, b, views, x.dtype, x.device, "view"), extrinsics, label, b, views)
+        pixels = x
+        if s.camera == "plucker":
+            pixels = torch.cat([x, self._plucker(extrinsics, b, views, x)], dim=2)
+        c = pixels.shape[2]
+        h = pixels.reshape(b, views, c, g, p, g, p).permute(0, 1, 3, 5, 2, 4, 6).reshape(b, views, g * g, c * p * p)
+        h = self.patch(h) + self.positions
+        for block in self.blocks:
+            h = block(h, e)
+        shift, scale = self.ada(e)[:, :, None].chunk(2, dim=-1)
+        out = self.unpatch(modulate(self.norm(h), shift, scale))
+        k = s.refine or CHANNELS
+        out = out.reshape(b, views, g, g, k, p, p).permute(0, 1, 4, 2, 5, 3, 6).reshape(b * views, k, s.size, s.size)
+        if self.refine is not None:
+            out = self.refine(torch.cat([out, x.reshape(b * views, CHANNELS, s.size, s.size)], dim=1))
+        return out.reshape(x.shape)
+
+
+def check_views_part(what: str, size: int, parts: Mapping[str, PartSpec], schedules: Mapping[str, Schedule]) -> None:
+    """Refuse parts other than one Gaussian part ``views`` (or the default part) of
+    ``(V, 3, size, size)``, with one time per sample or per view."""
+    names = list(parts)
+    if len(names) != 1 or names[0] not in (PART, DEFAULT_PART):
+        raise ConfigError("parts", f"the {what} takes one part named {PART!r} or {DEFAULT_PART!r}, got {names}")
+    name = names[0]
+    if schedules[name].kind != "gaussian":
+        raise ConfigError(
+            f"parts.{name}.schedule",
+            f"the {what} denoises Gaussian parts; {type(schedules[name]).__name__} is {schedules[name].kind}",
+        )
+    part = parts[name]
+    want = ["V", CHANNELS, size, size]
+    if len(part.shape) != 4 or list(part.shape[1:]) != want[1:] or part.shape[0] < 1:
+        raise ConfigError(f"parts.{name}.shape", f"the {what} takes views {want}, got {list(part.shape)}")
+    if part.time_dims not in (1, 2):
+        raise ConfigError(f"parts.{name}.time_dims", f"must be 1 (per sample) or 2 (per view), got {part.time_dims}")
+
+
+def _multiple_of(n: int):
+    """attrs validator: the value is a multiple of ``n``."""
+
+    def check(instance, attribute: attrs.Attribute, value: int) -> None:
+        if value % n:
+            raise ValueError(f"'{attribute.name}' must be a multiple of {n}: {value}")
+
+    return check
 
 
 def _even(instance, attribute: attrs.Attribute, value: int) -> None:
@@ -301,27 +349,157 @@ class MultiViewTransformer(Network):
         return MultiViewModule(self)
 
     def check_parts(self, parts: Mapping[str, PartSpec], schedules: Mapping[str, Schedule]) -> None:
-        """Refuse parts other than one Gaussian part ``views`` (or the default part) of
-        ``(V, 3, size, size)``, with one time per sample or per view."""
-        names = list(parts)
-        if len(names) != 1 or names[0] not in (PART, DEFAULT_PART):
-            raise ConfigError(
-                "parts", f"the transformer takes one part named {PART!r} or {DEFAULT_PART!r}, got {names}"
-            )
-        name = names[0]
-        if schedules[name].kind != "gaussian":
-            raise ConfigError(
-                f"parts.{name}.schedule",
-                f"the transformer denoises Gaussian parts; {type(schedules[name]).__name__} is {schedules[name].kind}",
-            )
-        part = parts[name]
-        want = ["V", CHANNELS, self.size, self.size]
-        if len(part.shape) != 4 or list(part.shape[1:]) != want[1:] or part.shape[0] < 1:
-            raise ConfigError(f"parts.{name}.shape", f"the transformer takes views {want}, got {list(part.shape)}")
-        if part.time_dims not in (1, 2):
-            raise ConfigError(
-                f"parts.{name}.time_dims", f"must be 1 (per sample) or 2 (per view), got {part.time_dims}"
-            )
+        check_views_part("transformer", self.size, parts, schedules)
+
+    def example_shape(self) -> tuple[int, ...]:
+        return (self.views, CHANNELS, self.size, self.size)
+
+
+class ViewAttention(nn.Module):
+    """Self-attention over the feature maps of all views of a sample jointly, ``(B, V·H·W)`` tokens
+    (MVDream's 3-D attention inside a U-Net), or within each view (``cross_view=False``); residual,
+    with a zero-initialised output projection."""
+
+    def __init__(self, channels: int, heads: int, cross_view: bool) -> None:
+        super().__init__()
+        self.heads, self.cross_view = heads, cross_view
+        self.norm = nn.GroupNorm(min(8, channels), channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, h: Tensor, views: int) -> Tensor:
+        """``h`` ``(B·V, C, H, W)``, the views of a sample consecutive."""
+        n, c, hgt, wid = h.shape
+        group = views if self.cross_view else 1  # feature maps that attend to each other
+        qkv = self.qkv(self.norm(h)).reshape(n // group, group, 3, self.heads, c // self.heads, hgt * wid)
+        q, k, val = qkv.permute(2, 0, 3, 1, 5, 4).reshape(3, n // group, self.heads, group * hgt * wid, -1).unbind(0)
+        o = F.scaled_dot_product_attention(q, k, val)  # (n/group, heads, group·H·W, c/heads)
+        o = o.reshape(n // group, self.heads, group, hgt * wid, c // self.heads).permute(0, 2, 1, 4, 3)
+        return h + self.proj(o.reshape(n, c, hgt, wid))
+
+
+class MultiViewUNetModule(ViewsModule):
+    """The module built by :class:`MultiViewUNet`: ``(x (B, V, 3, S, S), noise_level, condition)
+    -> (B, V, 3, S, S)`` (or one-part dicts, as :class:`MultiViewModule`)."""
+
+    def __init__(self, spec: MultiViewUNet) -> None:
+        from diffusekit_gaussian.networks import ResBlock
+
+        ch = spec.channels
+        emb = 4 * ch
+        super().__init__(spec, emb)
+        self.conv_in = nn.Conv2d(CHANNELS + (6 if spec.camera == "plucker" else 0), ch, 3, padding=1)
+        widths = [ch * m for m in spec.channel_mult]
+
+        def attention(level: int, width: int) -> nn.Module:
+            if level not in spec.attention_levels:
+                return nn.Identity()
+            return ViewAttention(width, spec.heads, spec.cross_view)
+
+        self.down, self.up = nn.ModuleList(), nn.ModuleList()
+        skips, cur = [ch], ch
+        for level, width in enumerate(widths):
+            for _ in range(spec.num_res_blocks):
+                self.down.append(nn.ModuleList([ResBlock(cur, width, emb, spec.dropout), attention(level, width)]))
+                cur = width
+                skips.append(cur)
+            if level < len(widths) - 1:
+                self.down.append(nn.ModuleList([nn.Conv2d(cur, cur, 3, stride=2, padding=1)]))
+                skips.append(cur)
+        self.mid = nn.ModuleList(
+            [
+                ResBlock(cur, cur, emb, spec.dropout),
+                ViewAttention(cur, spec.heads, spec.cross_view),
+                ResBlock(cur, cur, emb, spec.dropout),
+            ]
+        )
+        for level, width in reversed(list(enumerate(widths))):
+            for _ in range(spec.num_res_blocks + 1):
+                block = ResBlock(cur + skips.pop(), width, emb, spec.dropout)
+                self.up.append(nn.ModuleList([block, attention(level, width)]))
+                cur = width
+            if level > 0:
+                self.up.append(
+                    nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cur, cur, 3, padding=1)])
+                )
+        self.norm_out = nn.GroupNorm(min(8, cur), cur)
+        self.conv_out = nn.Conv2d(cur, CHANNELS, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)  # the untrained network outputs 0
+        nn.init.zeros_(self.conv_out.bias)
+
+    def _run(self, x: Tensor, noise: Tensor | float, condition: Condition | None) -> Tensor:
+        self._check(x, "U-Net")
+        b, views, size = x.shape[0], x.shape[1], self.spec.size
+        extrinsics, label = split_condition(condition)
+        e = self._embed(noise_per_row(noise, b, views, x.dtype, x.device, "view"), extrinsics, label, b, views)
+        e = e.reshape(b * views, -1)
+        pixels = x
+        if self.spec.camera == "plucker":
+            pixels = torch.cat([x, self._plucker(extrinsics, b, views, x)], dim=2)
+        h = self.conv_in(pixels.reshape(b * views, -1, size, size))
+        hs = [h]
+
+        def apply(pair: nn.ModuleList, h: Tensor) -> Tensor:
+            attention = pair[1]
+            h = pair[0](h, e)
+            return h if isinstance(attention, nn.Identity) else attention(h, views)
+
+        for block in self.down:
+            h = apply(block, h) if len(block) == 2 else block[0](h)
+            hs.append(h)
+        h = self.mid[2](self.mid[1](self.mid[0](h, e), views), e)
+        for block in self.up:
+            if isinstance(block[1], nn.Conv2d):  # upsampling
+                h = block[1](block[0](h))
+            else:
+                h = apply(block, torch.cat([h, hs.pop()], dim=1))
+        return self.conv_out(F.silu(self.norm_out(h))).reshape(x.shape)
+
+
+@attrs.frozen
+class MultiViewUNet(Network):
+    """A multi-view U-Net, MVDream's architecture at small scale (Shi et al., 2023): every view goes
+    through one 2-D U-Net (FiLM residual blocks, Ho et al., 2020) with its own time embedding, and at
+    the levels in ``attention_levels`` and the middle, self-attention runs over the feature maps of
+    all views of a sample jointly (``cross_view=False``: within each view, the ablation). Cameras,
+    classes and per-view time enter as in :class:`MultiViewTransformer`: the embedding of each view
+    (time, plus extrinsics through an MLP, plus class) modulates its residual blocks, and Plücker rays
+    (``camera="plucker"``) are 6 channels beside the pixels. Nothing depends on a view's index, so
+    permuting the views with their cameras permutes the outputs.
+
+    Convolutions denoise pixels locally from the first steps of training, where a patch transformer
+    of the same cost first has to learn to undo the noise inside every patch; on 32×32 views and CPU
+    budgets that makes this the network the shipped model uses.
+    """
+
+    size: int = attrs.field(default=32, validator=v.ge(1))
+    channels: int = attrs.field(default=32, validator=[v.ge(8), _multiple_of(8)])  # group norms of 8 groups
+    channel_mult: tuple[int, ...] = attrs.field(default=(1, 2, 2), validator=v.deep_iterable(v.ge(1), v.min_len(1)))
+    num_res_blocks: int = attrs.field(default=2, validator=v.ge(1))
+    attention_levels: tuple[int, ...] = (2,)
+    heads: int = attrs.field(default=4, validator=v.ge(1))
+    views: int = attrs.field(default=4, validator=v.ge(1))
+    cross_view: bool = True
+    camera: Literal["extrinsics", "plucker", "none"] = attrs.field(default="plucker", validator=v.in_(CAMERAS))
+    num_classes: int = attrs.field(default=0, validator=v.ge(0))
+    dropout: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.lt(1.0)])
+    fov_deg: float = attrs.field(default=scenes.FOV_DEG, validator=[v.gt(0.0), v.lt(180.0)])
+
+    def __attrs_post_init__(self) -> None:
+        factor = 2 ** (len(self.channel_mult) - 1)
+        if self.size % factor:
+            raise ValueError(f"size {self.size} is not a multiple of {factor} ({len(self.channel_mult)} levels)")
+        for m in self.channel_mult:
+            if self.channels * m % self.heads:
+                raise ValueError(f"{self.channels * m} channels do not split into {self.heads} heads")
+
+    def build(self) -> MultiViewUNetModule:
+        return MultiViewUNetModule(self)
+
+    def check_parts(self, parts: Mapping[str, PartSpec], schedules: Mapping[str, Schedule]) -> None:
+        check_views_part("U-Net", self.size, parts, schedules)
 
     def example_shape(self) -> tuple[int, ...]:
         return (self.views, CHANNELS, self.size, self.size)

@@ -15,6 +15,7 @@ def register_datasets(register):
 @hookimpl
 def register_networks(register):
     register(networks.MultiViewTransformer, name="mv_transformer")
+    register(networks.MultiViewUNet, name="mv_unet")
 
 
 @hookimpl
