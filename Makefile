@@ -45,6 +45,7 @@ bench: bench-install $(TEST_STAMP)
 	cd benchmarks && ../$(BIN)/python molecules.py samplers --num 256 --num-ddpm 128
 	cd benchmarks && ../$(BIN)/python molecules.py nll --num 1000
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python molecules.py conditional --num 512
+	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python molecules.py conditional --num 512 --property gap
 
 bench-install: $(STAMP)
 	$(BIN)/python -m pip install -e ".[bench]"

@@ -19,5 +19,13 @@ if [ -n "${COND:-}" ]; then
   cond=${out%.safetensors}_cond.safetensors
   OMP_NUM_THREADS=2 .venv/bin/diffusekit train molecules:qm9-cond --init "$out" --out "$cond" --no-progress
   .venv/bin/diffusekit export "$cond" --half --out plugins/molecules/src/diffusekit_molecules/weights/qm9_cond.safetensors
-  .venv/bin/diffusekit train-property-regressor alpha --out "${out%.safetensors}_alpha.safetensors" --steps 2000
+  .venv/bin/diffusekit train-property-regressor alpha --steps 2000 --out plugins/molecules/src/diffusekit_molecules/weights/alpha_regressor.safetensors
+fi
+
+# molecules:qm9-cond-gap and its regressor: the same for the HOMO-LUMO gap (GAP=1).
+if [ -n "${GAP:-}" ]; then
+  gap=${out%.safetensors}_cond_gap.safetensors
+  OMP_NUM_THREADS=2 .venv/bin/diffusekit train molecules:qm9-cond-gap --init "$out" --out "$gap" --no-progress
+  .venv/bin/diffusekit export "$gap" --half --out plugins/molecules/src/diffusekit_molecules/weights/qm9_cond_gap.safetensors
+  .venv/bin/diffusekit train-property-regressor gap --steps 2000 --out plugins/molecules/src/diffusekit_molecules/weights/gap_regressor.safetensors
 fi

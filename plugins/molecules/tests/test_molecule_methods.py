@@ -118,7 +118,11 @@ def test_categorical_atom_types_train_and_sample_beside_gaussian_positions():
     assert torch.allclose(pos.sum(1), torch.zeros(6, 3), atol=1e-4 * (1 + float(pos.abs().max())))
 
 
-@pytest.mark.parametrize("method", [methods.QM9Method(), methods.QM9ConditionalMethod()], ids=["qm9", "qm9-cond"])
+@pytest.mark.parametrize(
+    "method",
+    [methods.QM9Method(), methods.QM9ConditionalMethod(), methods.QM9GapConditionalMethod()],
+    ids=["qm9", "qm9-cond", "qm9-cond-gap"],
+)
 def test_the_shipped_weights_are_the_recipes_and_small(method):
     from diffusekit.checkpoint import load_checkpoint
     from diffusekit.training import training_difference
@@ -146,11 +150,14 @@ def test_run_writes_molecules_from_the_shipped_weights(tmp_path: Path):
     assert report["n_molecules"] == 6
 
 
-def test_the_conditional_method_writes_molecules_for_the_value_asked(tmp_path: Path):
+@pytest.mark.parametrize(
+    ("method", "name", "value"), [("molecules:qm9-cond", "alpha", 80.0), ("molecules:qm9-cond-gap", "gap", 0.25)]
+)
+def test_the_conditional_methods_write_molecules_for_the_value_asked(tmp_path: Path, method, name, value):
     out = tmp_path / "cond"
     done = run(
         "run",
-        "molecules:qm9-cond",
+        method,
         "--num",
         "4",
         "--out",
@@ -158,7 +165,7 @@ def test_the_conditional_method_writes_molecules_for_the_value_asked(tmp_path: P
         "--set",
         "grid.steps=20",
         "--set",
-        "value=80",
+        f"value={value}",
         "--no-progress",
     )
     assert done.returncode == 0, done.stderr
@@ -167,4 +174,4 @@ def test_the_conditional_method_writes_molecules_for_the_value_asked(tmp_path: P
     pos = np.concatenate([m.GetConformer().GetPositions() for m in mols])
     assert np.isfinite(pos).all() and np.abs(pos).max() < 50
     report = json.loads((out / "report.json").read_text())
-    assert report["n_molecules"] == 4 and report["property"] == "alpha" and report["asked"] == [80.0] * 4
+    assert report["n_molecules"] == 4 and report["property"] == name and report["asked"] == [value] * 4

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from diffusekit import ComponentSpec, ConditionList, ConfigError, Embedding, ShapeError, build
+from diffusekit.plugins import get_registry
 from diffusekit_molecules import methods, properties, qm9
 from diffusekit_molecules.datasets import QM9Dataset
 from diffusekit_molecules.properties import Regressor, RegressorModule
@@ -114,6 +115,22 @@ def test_the_conditional_method_asks_for_the_value_and_reports_it(tmp_path: Path
         methods.QM9ConditionalMethod.property_of(attrs.evolve(pipeline.recipe, dataset=None))
 
 
+def test_the_gap_method_is_the_conditional_method_for_the_gap():
+    method = methods.QM9GapConditionalMethod()
+    recipe = method.recipe()
+    assert recipe.method == "molecules:qm9-cond-gap" and method.property_of(recipe) == "gap"
+    # everything but the property is the alpha model's recipe, so both fine-tune the same weights
+    alpha = methods.QM9ConditionalMethod().recipe()
+    assert attrs.evolve(recipe, dataset=alpha.dataset, method=alpha.method) == alpha
+    sizes, values = method.targets(300, recipe)
+    data = qm9.load_qm9()
+    pool = properties.half_indices(qm9.split_indices()["train"], "second")
+    gaps = set(data.properties["gap"][pool].tolist())
+    assert all(v in gaps for v in values.tolist())  # gaps of real molecules of the second half, in Hartree
+    assert len(set(values.tolist())) > 250 and torch.equal(sizes, method.targets(300, recipe)[0])
+    assert get_registry().resolve("method", "molecules:qm9-cond-gap").obj is methods.QM9GapConditionalMethod
+
+
 def orthogonal(seed: int) -> torch.Tensor:
     q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
     return q
@@ -175,16 +192,20 @@ def test_the_regressor_command_trains_and_writes_weights(tmp_path: Path):
     assert done.returncode != 0 and "Traceback" not in done.stderr
 
 
-def test_the_shipped_alpha_regressor_beats_the_atom_count_baseline_on_molecules_it_never_saw():
+@pytest.mark.parametrize("name", ["alpha", "gap"])
+def test_the_shipped_regressors_beat_the_atom_count_baseline_on_molecules_they_never_saw(name: str):
     data, split = qm9.load_qm9(), qm9.split_indices()
     rows = np.random.default_rng(3).choice(split["test"], 256, replace=False)  # neither half: the test split
-    regressor = Regressor.load(properties.shipped_regressor("alpha"))
-    assert regressor.property == "alpha"
+    regressor = Regressor.load(properties.shipped_regressor(name))
+    assert regressor.property == name
     predicted = regressor.predict(torch.from_numpy(data.atoms[rows]), torch.from_numpy(data.pos[rows]))
-    truth = torch.from_numpy(data.properties["alpha"][rows]).float()
+    truth = torch.from_numpy(data.properties[name][rows]).float()
     first = properties.half_indices(split["train"], "first")
-    counts, values = data.num_atoms[first], data.properties["alpha"][first]
+    counts, values = data.num_atoms[first], data.properties[name][first]
     by_count = torch.tensor([values[counts == n].mean() for n in data.num_atoms[rows]]).float()
     assert (predicted - truth).abs().mean() < 0.5 * (by_count - truth).abs().mean()
-    with pytest.raises(ConfigError, match="no gap regressor ships"):
-        properties.shipped_regressor("gap")
+
+
+def test_a_property_without_a_shipped_regressor_is_a_clear_error():
+    with pytest.raises(ConfigError, match="no mu regressor ships"):
+        properties.shipped_regressor("mu")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import attrs
 import torch
@@ -307,9 +308,14 @@ class QM9ConditionalMethod(QM9Method):
 
     ``value`` asks every molecule for that property value (its atom count is drawn from the
     histogram); by default each molecule gets the property and atom count of a molecule of the
-    second half (EDM's evaluation draws ``(c, N)`` so). Another property: train with
-    ``--set dataset.properties=["gap"]``. ``report.json`` lists the values asked for.
+    second half (EDM's evaluation draws ``(c, N)`` so). ``molecules:qm9-cond-gap`` is the same
+    for the HOMO-LUMO gap. ``report.json`` lists the values asked for.
     """
+
+    PROPERTY: ClassVar[str] = "alpha"
+    """The property the model is conditioned on (one of :data:`~diffusekit_molecules.properties.PROPERTIES`)."""
+    WEIGHTS: ClassVar[str] = "qm9_cond"
+    NAME: ClassVar[str] = "molecules:qm9-cond"
 
     value: float | None = attrs.field(default=None)
 
@@ -320,13 +326,13 @@ class QM9ConditionalMethod(QM9Method):
             base,
             network=network,
             guidance=ComponentSpec("gaussian:cfg", {"scale": 1.0}),
-            dataset=ComponentSpec("molecules:qm9", {"split": "train", "properties": ["alpha"], "half": "second"}),
-            method="molecules:qm9-cond",
+            dataset=ComponentSpec("molecules:qm9", {"split": "train", "properties": [self.PROPERTY], "half": "second"}),
+            method=self.NAME,
             train=attrs.evolve(base.train, condition_dropout=0.1, steps=2_000),
         )
 
     def weights(self) -> Path | None:
-        return packaged_weights("diffusekit_molecules", "qm9_cond")
+        return packaged_weights("diffusekit_molecules", self.WEIGHTS)
 
     @staticmethod
     def property_of(recipe: Recipe) -> str:
@@ -364,6 +370,17 @@ class QM9ConditionalMethod(QM9Method):
         atoms, pos, values = self.sample_conditional(pipeline, num, progress=progress)
         extra = {"property": self.property_of(pipeline.recipe), "asked": values.tolist()}
         return write_molecules(atoms, pos, out_dir, per_row=self.per_row, extra=extra)
+
+
+@attrs.frozen
+class QM9GapConditionalMethod(QM9ConditionalMethod):
+    """Molecules with a given HOMO-LUMO gap Δε: ``molecules:qm9-cond`` for EDM's Δε experiment
+    (Hoogeboom et al., 2022, Table 3), fine-tuned from ``molecules:qm9`` in the same way; ``value``
+    is in Hartree, the unit of the QM9 files (EDM's table quotes meV)."""
+
+    PROPERTY: ClassVar[str] = "gap"
+    WEIGHTS: ClassVar[str] = "qm9_cond_gap"
+    NAME: ClassVar[str] = "molecules:qm9-cond-gap"
 
 
 def write_molecules(
@@ -407,6 +424,8 @@ __all__ = [
     "TRAIN_BOND_FREQUENCIES",
     "TRAIN_CHARGE_FREQUENCIES",
     "QM9CategoricalMethod",
+    "QM9ConditionalMethod",
+    "QM9GapConditionalMethod",
     "QM9Method",
     "draw_sizes",
     "qm9_parts",

@@ -37,4 +37,5 @@ def register_methods(register):
     register(methods.QM9Method, name="qm9")
     register(methods.QM9CategoricalMethod, name="qm9-categorical")
     register(methods.QM9ConditionalMethod, name="qm9-cond")
+    register(methods.QM9GapConditionalMethod, name="qm9-cond-gap")
     register(methods.QM9GraphMethod, name="qm9-bonds")

@@ -135,7 +135,7 @@ class Regressor:
 
 def shipped_regressor(name: str) -> Path:
     """The regressor of ``name`` shipped with the plugin (``weights/<name>_regressor.safetensors``), which
-    ``diffusekit train-property-regressor`` made; only α ships."""
+    ``diffusekit train-property-regressor`` made; α and the gap ship."""
     from diffusekit import packaged_weights
 
     path = packaged_weights("diffusekit_molecules", f"{check_property(name)}_regressor")
