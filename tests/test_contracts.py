@@ -257,3 +257,39 @@ def test_grid_contract_runs_every_registered_schedule_and_names_it():
         "valid_times",
         r"under schedule third:low_ceiling, 60 steps: times must strictly decrease, but t\[0\] = 1.0 and t\[1\] = 1.0",
     )
+
+
+def test_method_contract_requires_shipped_weights_trained_by_the_recipe(tmp_path):
+    """Weights trained with another learning rate, or for other steps, are not the method's."""
+    from diffusekit import Method, build, train
+    from diffusekit_gaussian.digits import DigitsMethod
+
+    base = DigitsMethod().recipe()
+    tiny = attrs.evolve(
+        base,
+        network=attrs.evolve(
+            base.network, params={**base.network.params, "channels": 8, "num_res_blocks": 1, "attention_levels": []}
+        ),
+        train=attrs.evolve(base.train, steps=2, batch_size=4, warmup_steps=0),
+    )
+    path = tmp_path / "w.safetensors"
+    train(build(tiny), out=path, progress=False)
+
+    class Shipped(Method):
+        def __init__(self, recipe):
+            self._recipe = recipe
+
+        def recipe(self):
+            return self._recipe
+
+        def weights(self):
+            return path
+
+        def write_outputs(self, samples, condition, out_dir):
+            return []
+
+    passes(kit.method_contracts(Shipped(tiny), None), "weights")
+    other_lr = attrs.evolve(tiny, train=attrs.evolve(tiny.train, lr=tiny.train.lr / 2))
+    fails(kit.method_contracts(Shipped(other_lr), None), "weights", "train.lr")
+    longer = attrs.evolve(tiny, train=attrs.evolve(tiny.train, steps=3))
+    fails(kit.method_contracts(Shipped(longer), None), "weights", "from step 2")

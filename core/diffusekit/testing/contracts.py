@@ -819,17 +819,26 @@ def method_contracts(method: Method, registry: Registry | None) -> dict[str, tup
         if path is None:
             return
         from diffusekit.checkpoint import load_checkpoint
+        from diffusekit.training import training_difference
 
-        shipped = load_checkpoint(path).recipe
+        checkpoint = load_checkpoint(path)
         recipe = method.recipe()
+        shipped = checkpoint.recipe
         assert shipped.parts == recipe.parts and shipped.network == recipe.network, (
             f"shipped weights {path} were trained with another model than the method's recipe"
+        )
+        # trained as the recipe says (bookkeeping such as the planned step count aside), for its steps,
+        # so `diffusekit train METHOD` reproduces them
+        differs = training_difference(shipped, recipe)
+        assert differs is None, f"shipped weights {path} were trained with another {differs} than the recipe's"
+        assert checkpoint.step == recipe.train.steps, (
+            f"shipped weights {path} are from step {checkpoint.step}, the recipe trains {recipe.train.steps} steps"
         )
 
     return {
         "valid_recipe": ("the recipe is valid and round-trips through TOML and JSON", valid_recipe),
         "conditions": ("condition(num) describes num samples", conditions),
-        "weights": ("shipped weights match the recipe's model", weights),
+        "weights": ("shipped weights were trained by the method's recipe, for its steps", weights),
     }
 
 
