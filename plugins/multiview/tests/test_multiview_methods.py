@@ -12,6 +12,7 @@ import attrs
 import numpy as np
 import pytest
 import torch
+import trimesh
 from diffusekit import ClassLabel, ConditionList, InputError, build, train
 from diffusekit.testing.contracts import method_contracts
 from diffusekit_multiview import cameras, methods, scenes
@@ -175,4 +176,6 @@ def test_the_three_methods_run_from_the_shipped_weights(tmp_path: Path):
     done = _run("run", "multiview:sds", "--set", "steps=30", "--set", "shape=box", "--out", "sds", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     made = {p.name for p in (tmp_path / "sds").iterdir()}
-    assert {"turntable_0.gif", "views.png", "report.json"} <= made
+    assert {"object_0.obj", "turntable_0.gif", "views.png", "report.json"} <= made  # a mesh of generated views
+    mesh = trimesh.load(tmp_path / "sds" / "object_0.obj")
+    assert len(mesh.faces) > 100 and float(np.abs(mesh.vertices).max()) <= 1.0  # a surface, inside the grid

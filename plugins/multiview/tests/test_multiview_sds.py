@@ -62,6 +62,21 @@ def test_distilling_an_oracle_recovers_its_object(variant):
     assert (fitted > 20.0).all() and (fitted > start + 8.0).all(), (fitted, start)
 
 
+def test_refining_a_grid_fitted_to_given_views_keeps_them_and_completes_the_object():
+    pipe = _oracle_pipeline()
+    config = attrs.evolve(sds.DistillConfig().refining(), steps=40, fit_steps=60, lr=0.05)
+    given = sds.orbit_from(0.0, 2, config.elevation_deg)  # two opposite views: the sides are open
+    views = render(pipe.denoiser.scene, given[None], 32, fov_deg=scenes.FOV_DEG).rgb[0] * 2.0 - 1.0
+    fitted = volume.fit_views((views + 1.0) / 2.0, given, steps=config.fit_steps, seed=config.seed)
+    refined = sds.distill(pipe, None, config, start=(views, given))
+    sides = sds.orbit_from(90.0, 2, config.elevation_deg)
+    truth = render(pipe.denoiser.scene, sides[None], 32, fov_deg=scenes.FOV_DEG).rgb[0]
+    before, after = volume.rerender_error(fitted, truth, sides), volume.rerender_error(refined, truth, sides)
+    assert (after > before + 4.0).all(), (before, after)  # the prior completed what the views left open
+    kept = volume.rerender_error(refined, (views + 1.0) / 2.0, given)
+    assert (kept > volume.rerender_error(fitted, (views + 1.0) / 2.0, given) - 1.0).all()  # the given views stay
+
+
 def test_sds_targets_follow_the_generator_and_inversion_targets_the_render():
     pipe = _oracle_pipeline()
     config = sds.DistillConfig()

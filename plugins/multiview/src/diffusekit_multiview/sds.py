@@ -19,6 +19,15 @@ noisy. SDI takes :math:`x_t` instead from DDIM inversion of the render itself fr
 so the noise is the one the render would be decoded from, and the guided prediction pulls the
 render toward the condition only. It costs ``inversion_steps`` more network calls per step.
 
+**Reconstruct, then refine.** Started from a nearly empty grid (with DreamFusion's density blob),
+distillation from a weak prior tends to empty the grid: "no object" on the white background is a
+strong attractor. Given views (:func:`distill`'s ``start``: views the model generated, or
+photographs), the grid is first fitted to them (:func:`~diffusekit_multiview.volume.fit_views`;
+multi-view generation followed by reconstruction, as in Hunyuan3D-1.0, Yang et al., 2024) and then
+distilled at lower noise levels with the photometric loss on the given views kept beside the
+distillation loss (weight ``anchor_weight``; Magic123, Qian et al., 2024, keeps its reference view
+the same way), so the prior shapes only what the given views leave open.
+
 Times are drawn uniformly in :math:`[t_{\min}, t_{\max}]` with :math:`t_{\max}` annealed
 linearly from ``t_max`` to ``t_max_final`` (coarse shape first, then detail; as in most SDS
 follow-ups, e.g. ProlificDreamer's annealing).
@@ -38,7 +47,7 @@ from torch import Tensor
 
 from diffusekit_multiview import cameras, scenes
 from diffusekit_multiview.networks import PART
-from diffusekit_multiview.volume import VoxelField, render_volume
+from diffusekit_multiview.volume import VoxelField, fit_views, render_volume
 
 VARIANTS = ("sds", "inversion")
 
@@ -60,7 +69,14 @@ class DistillConfig:
     elevation_deg: float = 20.0
     variant: Literal["sds", "inversion"] = attrs.field(default="sds", validator=v.in_(VARIANTS))
     inversion_steps: int = attrs.field(default=4, validator=v.ge(1))
+    fit_steps: int = attrs.field(default=300, validator=v.ge(0))  # fitting the grid to ``start``'s views
+    anchor_weight: float = attrs.field(default=1.0, validator=v.ge(0.0))  # the given views' loss beside distillation
     seed: int = 0
+
+    def refining(self) -> DistillConfig:
+        """The settings for refining a grid fitted to given views: lower noise levels (the shape is
+        there; the prior adjusts it), a smaller step and fewer steps."""
+        return attrs.evolve(self, steps=150, lr=0.01, t_max=0.5, t_max_final=0.2)
 
 
 def orbit_from(azimuth_deg: float, views: int, elevation_deg: float) -> Tensor:
@@ -120,13 +136,25 @@ def distill(
     config: DistillConfig = DistillConfig(),
     progress: bool = False,
     callback: Callable[[dict], None] | None = None,
+    start: tuple[Tensor, Tensor] | None = None,
 ) -> VoxelField:
     """Fit a :class:`~diffusekit_multiview.volume.VoxelField` to ``pipeline``'s multi-view model
     (a ``multiview:shapes`` pipeline; its guidance scale applies) for the shape class ``label``
-    (``None``: unconditional), by SDS or its inversion variant (``config.variant``)."""
+    (``None``: unconditional), by SDS or its inversion variant (``config.variant``).
+
+    ``start``: given views ``(V, 3, S, S)`` in [-1, 1] and their cameras ``(V, 4, 4)``. The grid is
+    first fitted to them (``config.fit_steps``), then distilled with their photometric loss kept
+    (``config.anchor_weight``); see "Reconstruct, then refine" above. Without it the grid starts
+    from :func:`initial_field`."""
     g = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # the field's initialisation
-    field = initial_field(config)
+    if start is None:
+        field = initial_field(config)
+    else:
+        views, seen_from = start
+        field = fit_views(
+            (views + 1.0) / 2.0, seen_from, steps=config.fit_steps, resolution=config.resolution, seed=config.seed
+        )
     if config.guidance_scale is not None and hasattr(pipeline.guidance, "scale"):  # classifier-free guidance
         pipeline = attrs.evolve(pipeline, guidance=attrs.evolve(pipeline.guidance, scale=config.guidance_scale))
     optimizer = torch.optim.Adam(field.parameters(), lr=config.lr)
@@ -147,6 +175,9 @@ def distill(
             x = rgb * 2.0 - 1.0
             goal = target(pipeline, x, extrinsics, t, label, config.variant, config, g)
             loss = 0.5 * (x - goal).square().sum() / len(x)
+            if start is not None and config.anchor_weight > 0:
+                seen = render_volume(field, start[1], size)[0] * 2.0 - 1.0
+                loss = loss + config.anchor_weight * 0.5 * (seen - start[0]).square().sum() / len(seen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
