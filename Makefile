@@ -20,8 +20,8 @@ test: $(TEST_STAMP)
 install: $(STAMP)
 
 # plugins beyond the main job's (kept out of `make run`'s set-up)
-$(TEST_STAMP): $(STAMP) plugins/video/pyproject.toml plugins/molecules/pyproject.toml plugins/multiview/pyproject.toml
-	$(BIN)/python -m pip install -e "plugins/video[mp4]" -e plugins/molecules -e plugins/multiview
+$(TEST_STAMP): $(STAMP) plugins/video/pyproject.toml plugins/molecules/pyproject.toml plugins/multiview/pyproject.toml plugins/joint/pyproject.toml
+	$(BIN)/python -m pip install -e "plugins/video[mp4]" -e plugins/molecules -e plugins/multiview -e plugins/joint
 	touch $(TEST_STAMP)
 
 $(STAMP): pyproject.toml plugins/gaussian/pyproject.toml plugins/masked/pyproject.toml scripts/install-torch.sh
@@ -46,6 +46,8 @@ bench: bench-install $(TEST_STAMP)
 	cd benchmarks && ../$(BIN)/python molecules.py nll --num 1000
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python molecules.py conditional --num 512
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python molecules.py conditional --num 512 --property gap
+	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python joint.py classify
+	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python joint.py quality
 
 bench-install: $(STAMP)
 	$(BIN)/python -m pip install -e ".[bench]"

@@ -77,3 +77,36 @@ def test_endpoints_of_the_noise_range():
     assert torch.allclose(mix.posterior_mean(x, one, zero), x, rtol=1e-12)
     assert torch.allclose(mix.posterior_mean(x, zero, one), mix.mean().expand(4, 3), rtol=1e-12)
     assert math.isclose(float(mix.weights.sum()), 1.0)
+
+
+def _labelled(seed: int, k: int = 3):
+    from diffusekit.testing.categorical import ReferenceAbsorbing
+    from diffusekit.testing.oracle import LabelledMixture
+
+    mixture = _mixture(seed=seed, shape=(2,), k=k)
+    schedules = {"x": TrigonometricSchedule(), "label": ReferenceAbsorbing(num_classes=k + 1)}
+    return LabelledMixture(mixture, schedules), mixture
+
+
+@given(st.integers(0, 50), st.floats(0.05, 0.95), st.floats(0.05, 0.95))
+def test_the_labelled_mixture_is_the_conditional_and_the_marginal_oracle(seed, t_x, t_label):
+    """A given label (an unmasked token) gives the class-conditional oracle; a masked label the
+    unconditional one; in between, the label's prediction is Bayes' rule on the data's evidence."""
+    joint, mixture = _labelled(seed)
+    single = OracleDenoiser({"x": mixture}, {"x": joint.schedules["x"]})
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    classes = torch.tensor([0, 1, 2, 0, 1, 2])
+    given_label = joint({"x": x, "label": classes[:, None]}, {"x": t_x, "label": t_label})
+    cond = single({"x": x}, {"x": t_x}, ClassLabel(classes, num_classes=3))["x"]
+    torch.testing.assert_close(given_label["x"].x0, cond.x0)
+    assert (given_label["label"].probs[:, 0].argmax(-1) == classes).all()  # an unmasked token is its class
+    masked = joint({"x": x, "label": torch.full((6, 1), 3)}, {"x": t_x, "label": t_label})
+    torch.testing.assert_close(masked["x"].x0, single({"x": x}, {"x": t_x})["x"].x0)
+    # the masked label's prediction: p(k | x_t) by Bayes' rule, computed here from the densities
+    c = joint.schedules["x"].coefficients(torch.tensor(t_x, dtype=torch.float64))
+    var = c.alpha**2 * mixture.stds**2 + c.sigma**2
+    log_lik = -0.5 * (((x[:, None] - c.alpha * mixture.means[None]) ** 2 / var + torch.log(2 * math.pi * var)).sum(-1))
+    bayes = torch.softmax(torch.log(mixture.weights) + log_lik, -1)
+    torch.testing.assert_close(masked["label"].probs[:, 0, :3].double(), bayes, atol=1e-5, rtol=1e-4)
+    assert float(masked["label"].probs[:, 0, 3].max()) < 1e-6  # never the mask

@@ -206,3 +206,15 @@ def test_step_times_dt_is_a_float_for_scalar_plans_and_aligned_otherwise():
 
 def _t(value: float) -> torch.Tensor:
     return torch.tensor(value, dtype=F64)
+
+
+def test_holding_outside_zero_to_one_and_marginalising_what_cannot_be_are_one_line_errors(tiny):
+    plan = TimePlan.from_grid(UniformGrid(steps=4), ORACLE.schedules)
+    with pytest.raises(ShapeError, match=r"held at a time in \[0, 1\], got at = 1.5"):
+        plan.hold("x", at=1.5)
+    held = plan.hold("x", mask=torch.tensor([True, False]), at=1.0)
+    assert [e["x"].tolist() for e in held.entries][-1] == [1.0, 0.0]  # held elements stay at 1, the others move
+    with pytest.raises(ConfigError, match=r"marginal.*'y'.*the parts are \['x'\]"):
+        tiny.sample(2, marginal=["y"])
+    with pytest.raises(ConfigError, match=r"marginal.*'x': it is given"):
+        tiny.sample(given=torch.zeros(2, 1, 8, 8), marginal="x")

@@ -8,7 +8,7 @@ checkpoint's recipe and loads its weights.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ class Pipeline:
         *,
         given: State | None = None,
         known: Known = None,
+        marginal: Sequence[str] = (),
         condition: Condition | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
@@ -83,6 +84,11 @@ class Pipeline:
         given parts are known entirely) the samples complete the given data: inpainting,
         infilling, puzzles, given frames or views (see :mod:`diffusekit.known`). ``num``
         then defaults to the number of given samples.
+
+        ``marginal`` names parts kept at t = 1 throughout (:meth:`TimePlan.hold` with
+        ``at=1``): they stay draws of the prior and tell the network nothing, so the other
+        parts are sampled from their marginal distribution (UniDiffuser, Bao et al., 2023);
+        what comes back for those parts is prior noise (or mask tokens).
         """
         masks: dict[str, Tensor | None] = {}
         given_parts: dict[str, Tensor] = {}
@@ -95,6 +101,11 @@ class Pipeline:
             num = rows
         elif known is not None:
             raise ConfigError("known", "a mask of known elements needs the given data (given=...)")
+        marginal = (marginal,) if isinstance(marginal, str) else tuple(marginal)
+        for name in marginal:
+            if name not in self.recipe.parts or name in given_parts:
+                why = "it is given" if name in given_parts else f"the parts are {sorted(self.recipe.parts)}"
+                raise ConfigError("marginal", f"cannot marginalise part {name!r}: {why}")
         num = self.recipe.sample.num if num is None else num
         if isinstance(num, bool) or not isinstance(num, int) or num < 1:
             raise ConfigError("num", f"the number of samples must be a positive integer, got {num!r}")
@@ -129,6 +140,10 @@ class Pipeline:
                     name: None if m is None else m[rows].to(given_rows[name].device) for name, m in masks.items()
                 }
                 denoiser, x, plan = self._completion(given_rows, mask_rows, batch_generator, device)
+            if marginal:
+                plan = plan if isinstance(plan, TimePlan) else plan.plan(self.denoiser.schedules, shapes)
+                for name in marginal:
+                    plan = plan.hold(name, at=1.0)
             watch = _FirstNonFinite(callback)
             out = self.sampler.sample(
                 denoiser,

@@ -81,18 +81,24 @@ class TimePlan:
         """A plan from explicit time states (floats, tensors or per-part mappings)."""
         return cls(tuple(part_times(t, parts) for t in times))
 
-    def hold(self, part: str, mask: Tensor | None = None) -> TimePlan:
-        """The same plan with ``part`` (or its elements where ``mask`` is true) held at t = 0.
+    def hold(self, part: str, mask: Tensor | None = None, at: float = 0.0) -> TimePlan:
+        """The same plan with ``part`` (or its elements where ``mask`` is true) held at t = ``at``.
 
         Elements held at 0 are data the sampler never changes: the known pixels of
         inpainting, the given frames of image-to-video, the observed modality of
-        conditional UniDiffuser-style generation. ``mask`` is aligned with the leading
-        dimensions of the part, like a time tensor.
+        conditional UniDiffuser-style generation. Elements held at 1 stay pure noise (the
+        prior) while the rest is denoised: the denoiser sees no information about them, so
+        the other parts are sampled from their marginal (UniDiffuser's marginal
+        generation). ``mask`` is aligned with the leading dimensions of the part, like a
+        time tensor.
         """
+        if not 0.0 <= at <= 1.0:
+            raise ShapeError(f"a part is held at a time in [0, 1], got at = {at:g}")
         entries = []
         for entry in self.entries:
             t = entry[part]
-            held = t.new_zeros(()) if mask is None else torch.where(mask.to(t.device), t.new_zeros(()), t)
+            level = t.new_full((), at)
+            held = level if mask is None else torch.where(mask.to(t.device), level, t)
             entries.append({**entry, part: held})
         return TimePlan(tuple(entries))
 

@@ -72,25 +72,41 @@ class GaussianMixture:
     def mean(self) -> Tensor:
         return torch.einsum("k,k...->...", self.weights, self.means)
 
-    def posterior_mean(self, x: Tensor, alpha: Tensor, sigma: Tensor, labels: Tensor | None = None) -> Tensor:
-        """:math:`E[x_0 \\mid x_t = x]`; ``alpha``, ``sigma`` broadcast against ``x``; ``labels`` (-1 = any) restrict the component."""
-        dtype = x.dtype
+    def _terms(self, x: Tensor, alpha, sigma) -> tuple[Tensor, Tensor, Tensor, Tensor, tuple[int, ...]]:
+        """Broadcast float64 ``x``, ``alpha``, ``sigma`` against the components: (x - alpha mu, variance, alpha, s^2, event dims)."""
         alpha, sigma = (torch.as_tensor(v, dtype=torch.float64, device=x.device) for v in (alpha, sigma))
         x, alpha, sigma = (v.to(torch.float64) for v in torch.broadcast_tensors(x, alpha, sigma))
         mu, s2 = self.means[None], (self.stds**2)[None]
         a, sg = alpha[:, None], sigma[:, None]
         var = a * a * s2 + sg * sg
-        diff = x[:, None] - a * mu
-        event_dims = tuple(range(2, diff.ndim))
+        return x[:, None] - a * mu, var, a, s2, tuple(range(2, x.ndim + 1))
+
+    def log_responsibilities(
+        self, x: Tensor, alpha, sigma, labels: Tensor | None = None, log_prior: Tensor | None = None
+    ) -> Tensor:
+        r""":math:`\log p(k \mid x_t = x)` ``(B, K)``; ``labels`` (-1 = any) restrict the component and
+        ``log_prior`` ``(B, K)`` adds per-sample log-evidence for each component (another part's)."""
+        diff, var, _, _, event_dims = self._terms(x, alpha, sigma)
         log_r = torch.log(self.weights)[None] - 0.5 * (
             (diff * diff / var + torch.log(2 * math.pi * var)).sum(event_dims)
         )
+        if log_prior is not None:
+            log_r = log_r + log_prior.to(log_r)
         if labels is not None:
             allowed = (labels[:, None] < 0) | (labels[:, None] == torch.arange(len(self.weights))[None])
             log_r = log_r.masked_fill(~allowed, -math.inf)
-        r = torch.softmax(log_r, dim=1).reshape(*log_r.shape, *([1] * len(event_dims)))
-        post = mu + a * s2 / var * diff
-        return (r * post).sum(1).to(dtype)
+        return torch.log_softmax(log_r, dim=1)
+
+    def posterior_mean(
+        self, x: Tensor, alpha: Tensor, sigma: Tensor, labels: Tensor | None = None, log_prior: Tensor | None = None
+    ) -> Tensor:
+        r""":math:`E[x_0 \mid x_t = x]`; ``alpha``, ``sigma`` broadcast against ``x``; ``labels`` and
+        ``log_prior`` as in :meth:`log_responsibilities`."""
+        diff, var, a, s2, event_dims = self._terms(x, alpha, sigma)
+        log_r = self.log_responsibilities(x, alpha, sigma, labels, log_prior)
+        r = torch.exp(log_r).reshape(*log_r.shape, *([1] * len(event_dims)))
+        post = self.means[None] + a * s2 / var * diff
+        return (r * post).sum(1).to(x.dtype)
 
 
 @attrs.frozen(eq=False)
@@ -121,3 +137,61 @@ class OracleDenoiser:
             x0 = self.mixtures[name].posterior_mean(xp, c.alpha, c.sigma, labels)
             out[name] = Prediction("x0", x0, xp, c)
         return out[DEFAULT_PART] if isinstance(x, Tensor) else out
+
+
+@attrs.frozen(eq=False)
+class LabelledMixture:
+    r"""The exact denoiser of a two-part state: a label :math:`y \sim \pi` (categorical part
+    ``label_part``, shape ``(1,)``, its ``K`` classes the mixture's components) and data
+    :math:`x \mid y = k \sim \mathcal N(\mu_k, \mathrm{diag}(s_k^2))` (Gaussian part ``data_part``),
+    each part at its own time (UniDiffuser's joint model, Bao et al., 2023).
+
+    With :math:`q(y_t \mid y_0 = k)` the label schedule's forward kernel, the posterior over the
+    clean label is
+
+    .. math:: p(y_0 = k \mid x_t, y_t) \propto \pi_k\,\mathcal N(x_t; \alpha\mu_k, \alpha^2 s_k^2 + \sigma^2)\,q(y_t \mid k),
+
+    which is the label's prediction, and :math:`E[x_0 \mid x_t, y_t]` is the mixture's posterior
+    mean under these responsibilities. A label at t = 0 is the conditional model of :math:`x`, an
+    absorbing label at t = 1 (masked: :math:`q` is the same for every class) the marginal one; data
+    at t = 0 makes the label's prediction the Bayes classifier :math:`p(y \mid x_0)`. Per-element
+    times on ``x`` are exact (diagonal covariances).
+    """
+
+    mixture: GaussianMixture
+    schedules: Mapping[str, Any]
+    """``{data_part: a Gaussian schedule, label_part: a categorical schedule of K classes (+ a mask, if absorbing)}``."""
+    data_part: str = "x"
+    label_part: str = "label"
+
+    def label_likelihood(self, tokens: Tensor, coef: Any) -> Tensor:
+        r""":math:`\log q(y_t \mid y_0 = k)` ``(B, K)`` for label tokens ``(B, 1)``."""
+        schedule = self.schedules[self.label_part]
+        k = len(self.mixture.weights)
+        keep = torch.as_tensor(coef.keep_probability, dtype=torch.float64).reshape(-1, 1)  # (B or 1, 1)
+        onehots = torch.eye(schedule.num_classes, dtype=torch.float64)[:k]  # clean labels: the real classes
+        q = schedule.marginal(onehots[None], keep).to(torch.float64)  # (B or 1, K, classes): q(y_t | y_0 = k)
+        picked = q.expand(len(tokens), -1, -1).gather(-1, tokens[:, :1, None].expand(-1, k, 1)).squeeze(-1)
+        return torch.log(picked.clamp_min(1e-300))
+
+    def __call__(self, x: State, t: Time, condition: Condition | None = None, coef: Mapping[str, Any] | None = None):
+        from diffusekit.prediction import CategoricalPrediction
+
+        data, label = self.data_part, self.label_part
+        parts: Parts = as_parts(x)
+        times: PartTimes = part_times(t, parts, device=parts[data].device)
+        c = {
+            name: coef[name] if coef is not None else self.schedules[name].coefficients(times[name]).align(parts[name])
+            for name in (data, label)
+        }
+        tokens = parts[label]
+        evidence = self.label_likelihood(tokens, c[label])
+        x0 = self.mixture.posterior_mean(parts[data], c[data].alpha, c[data].sigma, log_prior=evidence)
+        log_r = self.mixture.log_responsibilities(parts[data], c[data].alpha, c[data].sigma, log_prior=evidence)
+        classes = self.schedules[label].num_classes
+        logits = torch.full((len(tokens), 1, classes), math.log(1e-300), dtype=torch.float64)
+        logits[:, 0, : log_r.shape[1]] = log_r.clamp_min(math.log(1e-300))
+        return {
+            data: Prediction("x0", x0, parts[data], c[data]),
+            label: CategoricalPrediction(logits.float(), tokens, c[label]),
+        }

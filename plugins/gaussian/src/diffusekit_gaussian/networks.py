@@ -188,7 +188,12 @@ class UNetModule(nn.Module):
             raise ShapeError(f"the U-Net takes images (B, {self.conv_in.in_channels}, H, W), got {shape}")
         if x.shape[2] % self.factor or x.shape[3] % self.factor:
             raise ShapeError(f"the U-Net takes heights and widths divisible by {self.factor}, got {tuple(x.shape)}")
-        e = self.embed(noise, condition, x.shape[0], x.dtype)
+        return self.run(x, self.embed(noise, condition, x.shape[0], x.dtype))[0]
+
+    def run(self, x: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+        """The network on images ``x`` with the embedding ``e`` ``(B, 4 channels)`` in place of the
+        noise-level and class embedding: ``(output, the middle block's features)``. A model of
+        several parts builds its own embedding and reads other outputs off the middle features."""
         h = self.conv_in(x)
         hs = [h]
         for block in self.down:
@@ -197,13 +202,13 @@ class UNetModule(nn.Module):
             else:
                 h = block[0](h)
             hs.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, e)), e)
+        h = mid = self.mid2(self.mid_attn(self.mid1(h, e)), e)
         for block in self.up:
             if isinstance(block[0], ResBlock):
                 h = block[1](block[0](torch.cat([h, hs.pop()], dim=1), e))
             else:
                 h = block[1](block[0](h))
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h))), mid
 
 
 def _multiple_of(n: int):
