@@ -48,6 +48,7 @@ bench: bench-install $(TEST_STAMP)
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python molecules.py conditional --num 512 --property gap
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python joint.py classify
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python joint.py quality
+	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python joint.py world
 
 bench-install: $(STAMP)
 	$(BIN)/python -m pip install -e ".[bench]"

@@ -4,6 +4,7 @@ Usage (from ``benchmarks/``)::
 
     OMP_NUM_THREADS=1 ../.venv/bin/python joint.py classify   # 1: held-out accuracy
     OMP_NUM_THREADS=1 ../.venv/bin/python joint.py quality    # 2: image | label quality
+    OMP_NUM_THREADS=1 ../.venv/bin/python joint.py world      # 3: one world model, four tasks
 
 ``classify`` scores the 360 held-out digits of ``joint:digits``' split (never trained on):
 
@@ -19,6 +20,13 @@ Karras steps, guidance 1.5), plus joint samples (scored against their own sample
 marginal samples (the label kept at t = 1). Metrics in the feature space of the shipped digit
 classifier (``digit_features.py``): FD against all 1,797 real digits, and how often that
 classifier reads the label asked for.
+
+``world`` runs ``joint:world`` on 1,000 held-out transitions of the point-mass world: the action
+error (pixels, root mean square over both axes) of the policy and inverse-dynamics modes beside
+regression CNNs trained on the same pairs for the same steps and batch, and beside the
+demonstrator's own mean action (the best any point prediction of the policy can do); the
+position error of the forward-dynamics and video-prediction modes' next frames beside copying
+the frame.
 """
 
 from __future__ import annotations
@@ -29,12 +37,17 @@ import time
 import digit_features
 import torch
 from common import environment
-from diffusekit import ClassLabel, pretrained
+from diffusekit import ClassLabel, load, pretrained
 from diffusekit_joint import classifier
 from diffusekit_joint.digits import CLASSES, IMAGE, LABEL, load_digits
 from torch import nn
 
 SEED = 0
+
+
+def model(args, method: str):
+    """The checkpoint given with ``--checkpoint``, else the method's shipped weights."""
+    return pretrained(method) if args.checkpoint is None else load(args.checkpoint)
 
 
 def plain_cnn() -> nn.Module:
@@ -69,7 +82,7 @@ def train_cnn(steps: int, batch: int) -> nn.Module:
 
 
 def bench_classify(args) -> None:
-    pipe = pretrained("joint:digits")
+    pipe = model(args, "joint:digits")
     images, truth = load_digits("test")
     n = len(truth)
     print(f"<!-- {environment()}; joint:digits, {n} held-out digits -->")
@@ -115,7 +128,7 @@ def bench_quality(args) -> None:
         agree = "" if labels is None else f"{100.0 * float((read == labels).double().mean()):.1f}"
         print(f"| {name} | {fd:.2f} | {agree} | {time.perf_counter() - began:.0f} |", flush=True)
 
-    joint = pretrained("joint:digits")
+    joint = model(args, "joint:digits")
     began = time.perf_counter()
     with torch.no_grad():
         out = joint.sample(given={LABEL: asked[:, None]}, seed=SEED)
@@ -137,13 +150,109 @@ def bench_quality(args) -> None:
     row("real held-out digits (360)", test_images, test_labels, time.perf_counter())
 
 
+def regression_cnn(inputs: int) -> nn.Module:
+    """A CNN regressing the action from ``inputs`` stacked frames (flattened: position matters)."""
+    return nn.Sequential(
+        nn.Conv2d(inputs, 32, 3, padding=1),
+        nn.SiLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        nn.SiLU(),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.SiLU(),
+        nn.Flatten(),
+        nn.Linear(64 * 8 * 8, 128),
+        nn.SiLU(),
+        nn.Linear(128, 2),
+    )
+
+
+def train_regression(parts: dict, frames: tuple[str, ...], steps: int, batch: int) -> nn.Module:
+    """The regression baseline: MSE on the action from the given frames, AdamW, seeded."""
+    from diffusekit_joint.world import ACTION
+
+    torch.manual_seed(SEED)
+    net = regression_cnn(len(frames))
+    optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(SEED)
+    inputs = torch.cat([parts[f] for f in frames], 1)
+    for _ in range(steps):
+        rows = torch.randint(len(inputs), (batch,), generator=g)
+        loss = (net(inputs[rows]) - parts[ACTION][rows]).square().mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return net.eval()
+
+
+def bench_world(args) -> None:
+    from diffusekit_joint import methods, world
+    from diffusekit_joint.world import ACTION, ACTION_SCALE, NEXT, NOW
+
+    pipe = model(args, "joint:world")
+    n = args.transitions
+    truth = world.PointMassWorld(count=n, split="test").load().parts
+    train_parts = world.PointMassWorld(**pipe.recipe.dataset.params).load().parts
+    steps, batch = pipe.recipe.train.steps, pipe.recipe.train.batch_size
+    print(f"<!-- {environment()}; joint:world, {n} held-out transitions, {pipe.grid.steps} DDIM steps -->")
+    print("| task | model | action error (px) | next-frame position error (px) | s |\n|---|---|---|---|---|")
+
+    def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(((a - b) * ACTION_SCALE).square().sum(1).mean().sqrt())
+
+    def position_error(frames: torch.Tensor) -> float:
+        return float((world.centroid(frames) - world.centroid(truth[NEXT])).square().sum(1).mean().sqrt())
+
+    def row(task: str, model: str, action: str = "", position: str = "", began: float | None = None) -> None:
+        spent = "" if began is None else f"{time.perf_counter() - began:.0f}"
+        print(f"| {task} | {model} | {action} | {position} | {spent} |", flush=True)
+
+    for task in ("policy", "inverse", "forward", "predict"):
+        given_parts, kept = methods.WORLD_TASKS[task]
+        began = time.perf_counter()
+        with torch.no_grad():
+            out = pipe.sample(given={p: truth[p] for p in given_parts}, marginal=list(kept), seed=SEED)
+        if task in ("policy", "inverse"):
+            row(task, "joint:world, one sample", f"{rmse(out[ACTION], truth[ACTION]):.3f}", began=began)
+        else:
+            row(task, "joint:world", position=f"{position_error(out[NEXT]):.3f}", began=began)
+        if task == "policy":
+            began = time.perf_counter()
+            with torch.no_grad():
+                draws = [
+                    pipe.sample(given={NOW: truth[NOW]}, marginal=[NEXT], seed=SEED + 1 + k)[ACTION]
+                    for k in range(args.draws)
+                ]
+            mean = torch.stack(draws).mean(0)
+            row(task, f"joint:world, mean of {args.draws} samples", f"{rmse(mean, truth[ACTION]):.3f}", began=began)
+            position = world.centroid(truth[NOW])
+            best = world.mean_action(position).clamp(-ACTION_SCALE, ACTION_SCALE) / ACTION_SCALE
+            row(task, "the demonstrator's mean action (best point prediction)", f"{rmse(best, truth[ACTION]):.3f}")
+        if task in ("policy", "inverse"):
+            frames = (NOW,) if task == "policy" else (NOW, NEXT)
+            began = time.perf_counter()
+            net = train_regression(train_parts, frames, steps, batch)
+            with torch.no_grad():
+                predicted = net(torch.cat([truth[f] for f in frames], 1))
+            row(
+                task,
+                f"regression CNN, same pairs, {steps} steps of {batch}",
+                f"{rmse(predicted, truth[ACTION]):.3f}",
+                began=began,
+            )
+        if task == "forward":
+            row(task, "copy the frame", position=f"{position_error(truth[NOW]):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=("classify", "quality"))
+    parser.add_argument("which", choices=("classify", "quality", "world"))
+    parser.add_argument("--checkpoint", help="a checkpoint to measure instead of the shipped weights")
     parser.add_argument("--evaluations", type=int, nargs="+", default=[1, 2, 5, 10, 20, 50])
     parser.add_argument("--per-class", type=int, default=50)
+    parser.add_argument("--transitions", type=int, default=1000)
+    parser.add_argument("--draws", type=int, default=8, help="world: policy samples averaged")
     args = parser.parse_args()
-    {"classify": bench_classify, "quality": bench_quality}[args.which](args)
+    {"classify": bench_classify, "quality": bench_quality, "world": bench_world}[args.which](args)
 
 
 if __name__ == "__main__":
