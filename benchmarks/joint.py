@@ -16,7 +16,7 @@ Usage (from ``benchmarks/``)::
 
 ``quality`` draws 50 digits per class from image | label (the label held at t = 0) and from the
 Gaussian plugin's dedicated class-conditional model (``gaussian:digits``, its recipe: Heun, 18
-Karras steps, guidance 1.5), plus joint samples (scored against their own sampled labels) and
+Karras steps, guidance 1.5; and without guidance, as the joint model samples), plus joint samples (scored against their own sampled labels) and
 marginal samples (the label kept at t = 1). Metrics in the feature space of the shipped digit
 classifier (``digit_features.py``): FD against all 1,797 real digits, and how often that
 classifier reads the label asked for.
@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import attrs
 import digit_features
 import torch
 from common import environment
@@ -142,10 +143,14 @@ def bench_quality(args) -> None:
         out = joint.sample(num, marginal=[LABEL], seed=SEED)
     row("joint:digits, marginal image (label kept at t = 1)", out[IMAGE], None, began)
     dedicated = pretrained("gaussian:digits")
-    began = time.perf_counter()
-    with torch.no_grad():
-        images = dedicated.sample(num, condition=ClassLabel(asked, num_classes=CLASSES), seed=SEED)
-    row("gaussian:digits (dedicated conditional model, guidance 1.5)", images, asked, began)
+    for name, pipe in (
+        ("guidance 1.5, its recipe", dedicated),
+        ("no guidance, as the joint model samples", attrs.evolve(dedicated, guidance=None)),
+    ):
+        began = time.perf_counter()
+        with torch.no_grad():
+            images = pipe.sample(num, condition=ClassLabel(asked, num_classes=CLASSES), seed=SEED)
+        row(f"gaussian:digits (dedicated conditional model), {name}", images, asked, began)
     test_images, test_labels = load_digits("test")
     row("real held-out digits (360)", test_images, test_labels, time.perf_counter())
 
