@@ -1,0 +1,69 @@
+"""The shipped weights of the joint methods: trained by their recipes, small, and working from
+the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from diffusekit import build
+from diffusekit.checkpoint import load_checkpoint
+from diffusekit.testing.cli import run_cli
+from diffusekit.testing.contracts import method_contracts
+from diffusekit_joint import methods
+from diffusekit_joint.digits import CLASSES, load_digits
+
+
+@pytest.mark.parametrize("method", [methods.DigitsMethod()], ids=["digits"])
+def test_the_shipped_weights_are_the_recipes_and_small(method):
+    path = method.weights()
+    assert path is not None and path.stat().st_size < 5 * 2**20
+    method_contracts(method, None)["weights"][1]()  # trained by the recipe, for its steps
+    checkpoint = load_checkpoint(path)
+    assert set(checkpoint.tensors) == {f"ema.{k}" for k in build(method.recipe()).network.state_dict()}
+    assert all(t.dtype == torch.float16 for t in checkpoint.tensors.values() if t.is_floating_point())
+
+
+def test_the_digits_model_reads_held_out_digits_and_pairs_samples_with_labels(tmp_path: Path):
+    done = run_cli(
+        "run",
+        "joint:digits",
+        "--num",
+        "50",
+        "--set",
+        "task=label",
+        "--set",
+        "grid.steps=10",
+        "--out",
+        "read",
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "read" / "report.json").read_text())["accuracy"] > 0.9  # chance is 0.1
+    done = run_cli(
+        "run",
+        "joint:digits",
+        "--num",
+        "20",
+        "--set",
+        "task=image",
+        "--set",
+        "grid.steps=10",
+        "--out",
+        "drawn",
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    from safetensors.torch import load_file
+
+    drawn = load_file(str(tmp_path / "drawn" / "samples.safetensors"))
+    # an independent reader: the nearest class mean of the training digits (~90% on real held-out digits)
+    images, labels = load_digits("train")
+    means = torch.stack([images[labels == k].mean(0) for k in range(CLASSES)]).flatten(1)
+    read = torch.cdist(drawn["image"].flatten(1), means).argmin(1)
+    assert drawn["label"].tolist() == [k % CLASSES for k in range(20)]
+    assert float((read == drawn["label"]).double().mean()) > 0.7
