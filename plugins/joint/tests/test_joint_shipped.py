@@ -12,11 +12,11 @@ from diffusekit import build
 from diffusekit.checkpoint import load_checkpoint
 from diffusekit.testing.cli import run_cli
 from diffusekit.testing.contracts import method_contracts
-from diffusekit_joint import methods
+from diffusekit_joint import methods, world
 from diffusekit_joint.digits import CLASSES, load_digits
 
 
-@pytest.mark.parametrize("method", [methods.DigitsMethod()], ids=["digits"])
+@pytest.mark.parametrize("method", [methods.DigitsMethod(), methods.WorldMethod()], ids=["digits", "world"])
 def test_the_shipped_weights_are_the_recipes_and_small(method):
     path = method.weights()
     assert path is not None and path.stat().st_size < 5 * 2**20
@@ -67,3 +67,46 @@ def test_the_digits_model_reads_held_out_digits_and_pairs_samples_with_labels(tm
     read = torch.cdist(drawn["image"].flatten(1), means).argmin(1)
     assert drawn["label"].tolist() == [k % CLASSES for k in range(20)]
     assert float((read == drawn["label"]).double().mean()) > 0.7
+
+
+def test_the_world_model_is_a_forward_model_and_a_policy(tmp_path: Path):
+    """Forward dynamics puts the mass nearer where it went than copying the frame does, and the
+    policy's actions point the demonstrator's way (toward the centre)."""
+    done = run_cli(
+        "run",
+        "joint:world",
+        "--num",
+        "64",
+        "--set",
+        "task=forward",
+        "--set",
+        "grid.steps=20",
+        "--out",
+        "forward",
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "forward" / "report.json").read_text())
+    assert report["next_position_error_px"] < 0.6 * report["next_position_error_px_copying_the_frame"]
+    done = run_cli(
+        "run",
+        "joint:world",
+        "--num",
+        "64",
+        "--set",
+        "task=policy",
+        "--set",
+        "grid.steps=20",
+        "--out",
+        "policy",
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    from safetensors.torch import load_file
+
+    out = load_file(str(tmp_path / "policy" / "samples.safetensors"))
+    toward = world.mean_action(world.centroid(out[world.NOW]))
+    cosine = torch.nn.functional.cosine_similarity(out[world.ACTION], toward, dim=1)
+    assert float(cosine.mean()) > 0.5  # the demonstrator's noise leaves its mean cosine near 0.8
