@@ -188,10 +188,11 @@ WORLD_TASKS = {
 
 def draw_transitions(now: Tensor, after: Tensor, actions: dict[str, Tensor], path: Path, scale: int = 8) -> Path:
     """A PNG with a row per transition: the frame with each action drawn as an arrow from the mass
-    (``actions``: name -> ``(N, 2)`` in pixels; the first red, the second green), then the next frame."""
+    (``actions``: name -> ``(N, 2)`` in pixels; ``demonstrated`` in green, any other in red), then
+    the next frame."""
     from PIL import Image, ImageDraw
 
-    colours = [(230, 40, 40), (40, 200, 60)]
+    red, green = (230, 40, 40), (40, 200, 60)
     start = world.centroid(now)
     rows = []
     for i in range(len(now)):
@@ -200,7 +201,8 @@ def draw_transitions(now: Tensor, after: Tensor, actions: dict[str, Tensor], pat
             grey = to_uint8(frame[None])[0, 0].numpy()
             tiles.append(Image.fromarray(grey, "L").convert("RGB").resize((world.SIZE * scale,) * 2, Image.NEAREST))
         pen = ImageDraw.Draw(tiles[0])
-        for colour, action in zip(colours, actions.values(), strict=False):
+        for name, action in actions.items():
+            colour = green if name == "demonstrated" else red
             (x0, y0), (dx, dy) = ((start[i] + 0.5) * scale).tolist(), (action[i] * scale).tolist()
             pen.line([(x0, y0), (x0 + dx, y0 + dy)], fill=colour, width=2)
             pen.ellipse([x0 + dx - 3, y0 + dy - 3, x0 + dx + 3, y0 + dy + 3], fill=colour)
