@@ -21,7 +21,7 @@ marginal samples (the label kept at t = 1). Metrics in the feature space of the 
 classifier (``digit_features.py``): FD against all 1,797 real digits, and how often that
 classifier reads the label asked for.
 
-``world`` runs ``joint:world`` on 1,000 held-out transitions of the point-mass world: the action
+``world`` runs ``joint:world`` on 500 held-out transitions of the point-mass world: the action
 error (pixels, root mean square over both axes) of the policy and inverse-dynamics modes beside
 regression CNNs trained on the same pairs for the same steps and batch, and beside the
 demonstrator's own mean action (the best any point prediction of the policy can do); the
@@ -254,8 +254,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="a checkpoint to measure instead of the shipped weights")
     parser.add_argument("--evaluations", type=int, nargs="+", default=[1, 2, 5, 10, 20, 50])
     parser.add_argument("--per-class", type=int, default=50)
-    parser.add_argument("--transitions", type=int, default=1000)
-    parser.add_argument("--draws", type=int, default=8, help="world: policy samples averaged")
+    parser.add_argument("--transitions", type=int, default=500)
+    parser.add_argument("--draws", type=int, default=4, help="world: policy samples averaged")
     args = parser.parse_args()
     {"classify": bench_classify, "quality": bench_quality, "world": bench_world}[args.which](args)
 
