@@ -52,14 +52,16 @@ SAMPLERS = {  # name -> (sampler, grid, grid steps); NFE = steps x evaluations p
 
 
 def pipeline(path: Path | None, sampler: str | None = None, grid: str | None = None, steps: int | None = None):
-    """The checkpoint's pipeline (default: ``molecules:qm9``'s shipped weights) with its own
-    sampler, grid and steps unless given."""
+    """The checkpoint's pipeline with its own sampler, grid and steps unless given; by default
+    ``molecules:qm9`` as it ships (its recipe now, with the shipped weights: what ``diffusekit run``
+    samples)."""
     overrides = {"sampler": sampler, "grid": grid, "grid.steps": steps}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
     if path is None:
-        path = methods.QM9Method().weights()
-        if path is None:
+        if methods.QM9Method().weights() is None:
             raise SystemExit("molecules:qm9 ships no weights: train them (plugins/molecules/scripts/train.sh)")
-    return dk.load(path, **{key: value for key, value in overrides.items() if value is not None})
+        return dk.pretrained("molecules:qm9", **overrides)
+    return dk.load(path, **overrides)
 
 
 def train_smiles() -> frozenset[str]:

@@ -294,6 +294,11 @@ def load(path: str | Path, registry: Registry | None = None, **overrides: Any) -
 
     checkpoint = load_checkpoint(path)
     recipe = apply_overrides(checkpoint.recipe, overrides) if overrides else checkpoint.recipe
+    return _with_weights(recipe, checkpoint, path, registry)
+
+
+def _with_weights(recipe: Recipe, checkpoint: Any, path: str | Path, registry: Registry | None) -> Pipeline:
+    """``recipe``'s pipeline with ``checkpoint``'s sampling weights (read from ``path``)."""
     pipeline = trained_under(build(recipe, registry), checkpoint.recipe, registry)
     pipeline.load_weights(checkpoint.weights(), source=str(path))
     return pipeline
@@ -327,13 +332,20 @@ def trained_under(pipeline: Pipeline, trained: Recipe, registry: Registry | None
     return attrs.evolve(pipeline, denoiser=adapt(base, {name: denoiser.schedules[name] for name in changed}))
 
 
-def pretrained(method: str, registry: Registry | None = None) -> Pipeline:
-    """The pipeline of ``method`` with the weights it ships (e.g. ``pretrained("gaussian:digits")``)."""
+def pretrained(method: str, registry: Registry | None = None, **overrides: Any) -> Pipeline:
+    """The pipeline of ``method`` with the weights it ships (e.g. ``pretrained("gaussian:digits")``):
+    the method's recipe as it is now (with ``overrides``), sampling settings included, as
+    ``diffusekit run METHOD`` samples. The method contract keeps the recipe's training settings
+    those of the weights, so they fit; a checkpoint's own recipe is :func:`load`'s."""
+    from diffusekit.recipe import apply_overrides
+
     registry = registry or get_registry()
     entry = registry.resolve("method", method)
-    path = entry.obj().weights()
+    instance = entry.obj()
+    path = instance.weights()
     if path is None:
         raise CheckpointError(
             f"method {entry.qualname} ships no weights; train it with 'diffusekit train {entry.qualname}'"
         )
-    return load(path, registry)
+    recipe = apply_overrides(instance.recipe(), overrides) if overrides else instance.recipe()
+    return _with_weights(recipe, load_checkpoint(path), path, registry)
