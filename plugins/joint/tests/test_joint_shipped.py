@@ -16,6 +16,14 @@ from diffusekit_joint import methods, world
 from diffusekit_joint.digits import CLASSES, load_digits
 
 
+def _run_task(method: str, task: str, num: int, steps: int, cwd: Path) -> Path:
+    """``diffusekit run METHOD`` for one task from the shipped weights; the output directory."""
+    args = ["--num", str(num), "--set", f"task={task}", "--set", f"grid.steps={steps}", "--out", task]
+    done = run_cli("run", method, *args, cwd=cwd, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return cwd / task
+
+
 @pytest.mark.parametrize("method", [methods.DigitsMethod(), methods.WorldMethod()], ids=["digits", "world"])
 def test_the_shipped_weights_are_the_recipes_and_small(method):
     path = method.weights()
@@ -27,40 +35,12 @@ def test_the_shipped_weights_are_the_recipes_and_small(method):
 
 
 def test_the_digits_model_reads_held_out_digits_and_pairs_samples_with_labels(tmp_path: Path):
-    done = run_cli(
-        "run",
-        "joint:digits",
-        "--num",
-        "50",
-        "--set",
-        "task=label",
-        "--set",
-        "grid.steps=10",
-        "--out",
-        "read",
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads((tmp_path / "read" / "report.json").read_text())["accuracy"] > 0.9  # chance is 0.1
-    done = run_cli(
-        "run",
-        "joint:digits",
-        "--num",
-        "20",
-        "--set",
-        "task=image",
-        "--set",
-        "grid.steps=10",
-        "--out",
-        "drawn",
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
+    labelled = _run_task("joint:digits", "label", 50, 10, tmp_path)
+    assert json.loads((labelled / "report.json").read_text())["accuracy"] > 0.9  # chance is 0.1
+    drawn_dir = _run_task("joint:digits", "image", 20, 10, tmp_path)
     from safetensors.torch import load_file
 
-    drawn = load_file(str(tmp_path / "drawn" / "samples.safetensors"))
+    drawn = load_file(str(drawn_dir / "samples.safetensors"))
     # an independent reader: the nearest class mean of the training digits (~90% on real held-out digits)
     images, labels = load_digits("train")
     means = torch.stack([images[labels == k].mean(0) for k in range(CLASSES)]).flatten(1)
@@ -72,41 +52,13 @@ def test_the_digits_model_reads_held_out_digits_and_pairs_samples_with_labels(tm
 def test_the_world_model_is_a_forward_model_and_a_policy(tmp_path: Path):
     """Forward dynamics puts the mass nearer where it went than copying the frame does, and the
     policy's actions point the demonstrator's way (toward the centre)."""
-    done = run_cli(
-        "run",
-        "joint:world",
-        "--num",
-        "64",
-        "--set",
-        "task=forward",
-        "--set",
-        "grid.steps=20",
-        "--out",
-        "forward",
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads((tmp_path / "forward" / "report.json").read_text())
+    forward = _run_task("joint:world", "forward", 64, 20, tmp_path)
+    report = json.loads((forward / "report.json").read_text())
     assert report["next_position_error_px"] < 0.6 * report["next_position_error_px_copying_the_frame"]
-    done = run_cli(
-        "run",
-        "joint:world",
-        "--num",
-        "64",
-        "--set",
-        "task=policy",
-        "--set",
-        "grid.steps=20",
-        "--out",
-        "policy",
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
+    policy = _run_task("joint:world", "policy", 64, 20, tmp_path)
     from safetensors.torch import load_file
 
-    out = load_file(str(tmp_path / "policy" / "samples.safetensors"))
+    out = load_file(str(policy / "samples.safetensors"))
     toward = world.mean_action(world.centroid(out[world.NOW]))
     cosine = torch.nn.functional.cosine_similarity(out[world.ACTION], toward, dim=1)
     assert float(cosine.mean()) > 0.5  # the demonstrator's noise leaves its mean cosine near 0.8
