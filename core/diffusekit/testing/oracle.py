@@ -87,6 +87,9 @@ class GaussianMixture:
         r""":math:`\log p(k \mid x_t = x)` ``(B, K)``; ``labels`` (-1 = any) restrict the component and
         ``log_prior`` ``(B, K)`` adds per-sample log-evidence for each component (another part's)."""
         diff, var, _, _, event_dims = self._terms(x, alpha, sigma)
+        return self._log_r(diff, var, event_dims, labels, log_prior)
+
+    def _log_r(self, diff, var, event_dims, labels, log_prior) -> Tensor:
         log_r = torch.log(self.weights)[None] - 0.5 * (
             (diff * diff / var + torch.log(2 * math.pi * var)).sum(event_dims)
         )
@@ -103,7 +106,7 @@ class GaussianMixture:
         r""":math:`E[x_0 \mid x_t = x]`; ``alpha``, ``sigma`` broadcast against ``x``; ``labels`` and
         ``log_prior`` as in :meth:`log_responsibilities`."""
         diff, var, a, s2, event_dims = self._terms(x, alpha, sigma)
-        log_r = self.log_responsibilities(x, alpha, sigma, labels, log_prior)
+        log_r = self._log_r(diff, var, event_dims, labels, log_prior)
         r = torch.exp(log_r).reshape(*log_r.shape, *([1] * len(event_dims)))
         post = self.means[None] + a * s2 / var * diff
         return (r * post).sum(1).to(x.dtype)
