@@ -20,8 +20,8 @@ test: $(TEST_STAMP)
 install: $(STAMP)
 
 # plugins beyond the main job's (kept out of `make run`'s set-up)
-$(TEST_STAMP): $(STAMP) plugins/video/pyproject.toml plugins/molecules/pyproject.toml plugins/multiview/pyproject.toml plugins/joint/pyproject.toml
-	$(BIN)/python -m pip install -e "plugins/video[mp4]" -e plugins/molecules -e plugins/multiview -e plugins/joint
+$(TEST_STAMP): $(STAMP) plugins/video/pyproject.toml plugins/molecules/pyproject.toml plugins/multiview/pyproject.toml plugins/joint/pyproject.toml plugins/distill/pyproject.toml
+	$(BIN)/python -m pip install -e "plugins/video[mp4]" -e plugins/molecules -e plugins/multiview -e plugins/joint -e plugins/distill
 	touch $(TEST_STAMP)
 
 $(STAMP): pyproject.toml plugins/gaussian/pyproject.toml plugins/masked/pyproject.toml scripts/install-torch.sh
@@ -49,6 +49,8 @@ bench: bench-install $(TEST_STAMP)
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python joint.py classify
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python joint.py quality
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python joint.py world
+	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python distill.py oracle
+	cd benchmarks && ../$(BIN)/python distill.py digits --student consistency=../plugins/distill/src/diffusekit_distill/weights/digits.safetensors
 
 bench-install: $(STAMP)
 	$(BIN)/python -m pip install -e ".[bench]"

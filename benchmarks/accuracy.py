@@ -153,7 +153,9 @@ def diffusers_rows(mix: GaussianMixture, z: torch.Tensor) -> dict[str, dict[int,
                 eps = (model_in - alpha * x0) / sigma
                 calls += 1
                 sample = s.step(eps, t, sample).prev_sample
-            ref = reference(oracle, start_tilde, sig0)
+            # at 3 steps diffusers starts above sigma~ = 80: the reference's schedule must reach its start
+            reach = oracle if sig0 <= SIGMA_MAX else OracleDenoiser.single(mix, EDM(sigma_max=1.01 * sig0))
+            ref = reference(reach, start_tilde, sig0)
             row[nfe] = ((sample - ref).norm(dim=1).mean().item(), calls)
         rows[name] = row
     return rows

@@ -30,6 +30,7 @@ from diffusekit.hookspecs import hookimpl
 from diffusekit.known import read_given
 from diffusekit.method import Method, packaged_weights
 from diffusekit.network import Network
+from diffusekit.objective import Objective, Progress
 from diffusekit.parameterization import (
     CategoricalParameterization,
     GaussianParameterization,
@@ -92,6 +93,8 @@ __all__ = [
     "Guidance",
     "InputError",
     "Method",
+    "Objective",
+    "Progress",
     "Network",
     "Parameterization",
     "PartSpec",

@@ -40,6 +40,13 @@ def register_samplers(register):
 
 
 @hookimpl
+def register_objectives(register):
+    from diffusekit.objective import Denoising
+
+    register(Denoising, name="denoising")
+
+
+@hookimpl
 def register_conditions(register):
     register(ClassLabel, name="class_label")
     register(Embedding, name="embedding")

@@ -28,11 +28,12 @@ KIND_NAMES = (
     "guidance",
     "dataset",
     "method",
+    "objective",
 )
 
 
 # class attributes ``show`` lists (a sampler's order, a schedule's family, what a method takes as input)
-FACTS = "supports stochastic order evaluations_per_step adaptive kind prediction family input_format".split()
+FACTS = "supports stochastic expects order evaluations_per_step adaptive kind prediction family input_format".split()
 
 
 class Group(click.Group):

@@ -63,5 +63,10 @@ def register_methods(register: Any) -> None:
 
 
 @hookspec
+def register_objectives(register: Any) -> None:
+    """Register :class:`diffusekit.Objective` subclasses (training losses: distillation, consistency training)."""
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the ``diffusekit`` click group ``cli`` (``@cli.command()``)."""

@@ -112,6 +112,8 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False  # torch.compile the network for training
     shard: bool = False  # with several processes: FSDP (fully sharded parameters, gradients, optimizer state), not DDP
+    # the loss each step minimises (a registered objective); none: the denoising loss (core:denoising)
+    objective: ComponentSpec | None = None
 
 
 @attrs.frozen
@@ -289,7 +291,7 @@ def parse_value(text: str) -> Any:
         return text
 
 
-_COMPONENT_KEYS = {"network", "sampler", "grid", "guidance", "dataset", "schedule", "parameterization"}
+_COMPONENT_KEYS = {"network", "sampler", "grid", "guidance", "dataset", "schedule", "parameterization", "objective"}
 
 
 def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any]) -> Recipe:
@@ -402,6 +404,9 @@ def validate(recipe: Recipe, registry: Registry) -> None:
         spec = getattr(recipe, kind)
         if spec is not None:
             components[kind] = instantiate(registry, kind, spec, kind)
+    if recipe.train.objective is not None:
+        objective = instantiate(registry, "objective", recipe.train.objective, "train.objective")
+        objective.check(recipe)
     if recipe.method is not None:
         try:
             registry.resolve("method", recipe.method)

@@ -19,6 +19,7 @@ from diffusekit.errors import AmbiguousComponent, ComponentNotFound, DuplicateCo
 from diffusekit.guidance import Guidance
 from diffusekit.method import Method
 from diffusekit.network import Network
+from diffusekit.objective import Objective
 from diffusekit.parameterization import Parameterization
 from diffusekit.sampler import Sampler, TimeGrid
 from diffusekit.schedule import Schedule
@@ -33,6 +34,7 @@ KINDS: dict[str, type] = {
     "guidance": Guidance,
     "dataset": Dataset,
     "method": Method,
+    "objective": Objective,
 }
 """Component kinds and the base class each registered component must subclass."""
 
@@ -46,6 +48,7 @@ HOOKS: dict[str, str] = {
     "guidance": "register_guidances",
     "dataset": "register_datasets",
     "method": "register_methods",
+    "objective": "register_objectives",
 }
 """The registration hook of each kind."""
 

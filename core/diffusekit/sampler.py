@@ -266,6 +266,9 @@ class Sampler(abc.ABC):
     """Network evaluations (NFE) per step."""
     order: ClassVar[int] = 1
     """Order of convergence of the deterministic part (global error O(h^order))."""
+    expects: ClassVar[str] = "denoiser"
+    """What the model's x̂0 must be: ``"denoiser"`` (the posterior mean E[x0 | x_t]) or
+    ``"consistency"`` (the end of the ODE trajectory through x_t, a consistency model's)."""
 
     @abc.abstractmethod
     def update(

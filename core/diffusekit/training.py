@@ -50,6 +50,7 @@ from diffusekit.checkpoint import (
 from diffusekit.data import Data
 from diffusekit.denoiser import Denoiser
 from diffusekit.errors import CheckpointError, ConfigError, ShapeError, TrainingDiverged
+from diffusekit.objective import Denoising, Objective, Progress
 from diffusekit.pipeline import Pipeline
 from diffusekit.plugins import get_registry
 from diffusekit.recipe import Recipe, TrainConfig, instantiate
@@ -316,6 +317,15 @@ def loss_terms(pipeline: Pipeline, batch: Data, generator: torch.Generator) -> d
     return batch_losses(pipeline.denoiser, batch, draw_batch(pipeline, batch, generator))
 
 
+def objective_of(recipe: Recipe) -> Objective:
+    """The recipe's training objective (``train.objective``; default :class:`~diffusekit.objective.Denoising`)."""
+    if recipe.train.objective is None:
+        return Denoising()
+    objective = instantiate(get_registry(), "objective", recipe.train.objective, "train.objective")
+    objective.check(recipe)
+    return objective
+
+
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], str]:
     """The optimizer's state as whole tensors by ``optim.<param index>.<name>`` (sharded ones gathered)."""
     state = optimizer.state_dict()
@@ -508,6 +518,8 @@ def _autocast(precision: str, device: torch.device) -> Any:
 
 
 def _accumulate(
+    objective: Objective,
+    progress: Progress,
     trainer: Denoiser,
     engine: torch.nn.Module,
     batch: Data,
@@ -534,7 +546,7 @@ def _accumulate(
         last = k == len(pieces) - 1
         with contextlib.nullcontext() if last else _no_sync(engine):
             with autocast():
-                terms = batch_losses(trainer, piece, piece_drawn)
+                terms = objective.losses(trainer, piece, piece_drawn, progress)
             loss = sum(weights[name] * value for name, value in terms.items())
             scale = share * world.size
             if scale != 1.0:
@@ -625,6 +637,7 @@ def train(
     device = world.device
     if cfg.precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision", "fp16 needs a GPU (it trains with a gradient scaler); use bf16 on a CPU")
+    objective = objective_of(recipe)
     network = pipeline.network.to(device)
     data = load_data(pipeline) if data is None else data
     check_data(recipe, data)
@@ -644,6 +657,10 @@ def train(
             if world.main:
                 print(f"init: {note}", file=sys.stderr)
         provenance["diffusekit.init"] = f"{Path(init).name} (step {source.step})"
+    elif not resume:
+        start_weights = objective.initial_weights(recipe)  # a student starts as its teacher
+        if start_weights is not None:
+            widen_into(network, start_weights, "the objective's initial weights")
     last_saved: int | None = None  # the step of the checkpoint at ``out`` written or resumed by this run
     if resume:
         assert out is not None
@@ -754,7 +771,18 @@ def train(
                 # network dropout: per process (process 0 draws what a single process would for its rows)
                 torch.manual_seed(dropout_seed + world.rank)
                 terms = _accumulate(
-                    trainer, engine, batch, drawn, pieces, weights, cfg.batch_size, world, autocast, scaler
+                    objective,
+                    Progress(step, total),
+                    trainer,
+                    engine,
+                    batch,
+                    drawn,
+                    pieces,
+                    weights,
+                    cfg.batch_size,
+                    world,
+                    autocast,
+                    scaler,
                 )
             loss = sum(recipe.parts[name].loss_weight * value for name, value in terms.items())
             if scaler is not None:

@@ -4,18 +4,20 @@
   schedules, conditions, recipes);
 * :mod:`diffusekit.testing.contracts` — the contracts every component of a kind must
   satisfy, runnable from pytest (``diffusekit_contract``) and ``diffusekit check``;
-* :mod:`diffusekit.testing.oracle` — Gaussian mixtures with their exact denoiser, and a
-  labelled mixture (data and its class as two parts) with its exact joint denoiser;
+* :mod:`diffusekit.testing.oracle` — Gaussian mixtures with their exact denoiser and their exact
+  consistency function (the ODE flow map), and a labelled mixture (data and its class as two
+  parts) with its exact joint denoiser;
 * :mod:`diffusekit.testing.cli` — the ``diffusekit`` command run for real in a subprocess,
   and the check that an error is one line.
 """
 
 from diffusekit.testing.contracts import Contract, contracts_for, plugin_contracts
-from diffusekit.testing.oracle import GaussianMixture, LabelledMixture, OracleDenoiser
+from diffusekit.testing.oracle import FlowMapOracle, GaussianMixture, LabelledMixture, OracleDenoiser
 from diffusekit.testing.reference import TrigonometricSchedule
 
 __all__ = [
     "Contract",
+    "FlowMapOracle",
     "GaussianMixture",
     "LabelledMixture",
     "OracleDenoiser",
