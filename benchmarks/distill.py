@@ -46,7 +46,7 @@ def oracle(args) -> None:
     ref = accuracy.reference(den, x, accuracy.SIGMA_MAX)
     fit_x = accuracy.SIGMA_MAX * torch.randn(128, 16, generator=torch.Generator().manual_seed(12345), dtype=F64)
     same_model = [learned.Teacher(den, fit_x, accuracy.reference(den, fit_x, accuracy.SIGMA_MAX))]
-    others = [learned.Teacher(t.denoiser, t.x, t.reference) for t in grid_fit.mixture_targets(grid_fit.GENERAL_TARGETS)]
+    others = grid_fit.mixture_targets(grid_fit.GENERAL_TARGETS)
     rows: dict[str, dict[int, tuple[float, int]]] = {}
     for solver in SOLVERS:
         base = plugin.SAMPLERS[solver]()

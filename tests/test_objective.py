@@ -83,7 +83,7 @@ def _gaussian(mean: float, std: float) -> GaussianMixture:
 def test_the_flow_map_oracle_is_the_exact_ode_map_of_a_gaussian(mean, std, t, seed):
     # For N(m, s^2) the probability-flow ODE keeps the standardised coordinate: x0 = m + s (x_t - a m) / sqrt(a^2 s^2 + sigma^2)
     schedule = VPCosine()
-    flow = FlowMapOracle(OracleDenoiser.single(_gaussian(mean, std), schedule), steps=192)  # 2nd order: ~1e-4
+    flow = FlowMapOracle.of(OracleDenoiser.single(_gaussian(mean, std), schedule), steps=192)  # 2nd order: ~1e-4
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     c = schedule.coefficients(torch.tensor(t, dtype=torch.float64))
     exact = mean + std * (x - c.alpha * mean) / torch.sqrt(c.alpha**2 * std**2 + c.sigma**2)
@@ -95,6 +95,6 @@ def test_the_flow_map_oracle_is_the_exact_ode_map_of_a_gaussian(mean, std, t, se
 @given(st.integers(1, 5), st.floats(-50, 50), st.integers(0, 2**31 - 1))
 def test_the_flow_map_oracle_is_the_identity_at_t0(batch, scale, seed):
     mixture = GaussianMixture.random((2,), 3, generator=torch.Generator().manual_seed(seed))
-    flow = FlowMapOracle(OracleDenoiser.single(mixture, VPCosine()))
+    flow = FlowMapOracle.of(OracleDenoiser.single(mixture, VPCosine()))
     x = scale * torch.randn(batch, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     assert torch.equal(flow(x, torch.zeros(batch, dtype=torch.float64)).x0, x)

@@ -448,7 +448,7 @@ def gaussian_sampler_contracts(sampler: Sampler) -> dict[str, tuple[str, Callabl
         den = _oracle(seed=11)
         mixture = den.mixtures["x"]
         if getattr(sampler, "expects", "denoiser") == "consistency":  # it steps a consistency function
-            den = FlowMapOracle(den)
+            den = FlowMapOracle.of(den)
         n = 4000
         steps = 200 if stochastic else 100
         out = run(den, (n, 2), steps, seed=3)

@@ -137,14 +137,17 @@ class OracleDenoiser:
         out = {}
         for name, xp in parts.items():
             c = coef[name] if coef is not None else self.schedules[name].coefficients(times[name]).align(xp)
-            x0 = self.mixtures[name].posterior_mean(xp, c.alpha, c.sigma, labels)
-            out[name] = Prediction("x0", x0, xp, c)
+            out[name] = Prediction("x0", self.estimate(name, xp, times[name], c, labels), xp, c)
         return out[DEFAULT_PART] if isinstance(x, Tensor) else out
+
+    def estimate(self, name: str, x: Tensor, t: Tensor, c: Any, labels: Tensor | None) -> Tensor:
+        """The x̂0 of part ``name`` at ``x`` (time ``t``, coefficients ``c``): the posterior mean."""
+        return self.mixtures[name].posterior_mean(x, c.alpha, c.sigma, labels)
 
 
 @attrs.frozen(eq=False)
-class FlowMapOracle:
-    r"""The exact consistency function of an :class:`OracleDenoiser`: its :math:`\hat x_0(x_t, t)` is
+class FlowMapOracle(OracleDenoiser):
+    r"""The exact consistency function of Gaussian-mixture parts (``FlowMapOracle.of(oracle)``): its :math:`\hat x_0(x_t, t)` is
     the end of the probability-flow ODE trajectory through :math:`(x_t, t)` (Song et al.,
     "Consistency Models", 2023), not the posterior mean. A consistency sampler driven by it
     samples the mixture exactly.
@@ -154,16 +157,16 @@ class FlowMapOracle:
     spaced in λ up to :math:`\tilde\sigma = 10^{-4}`, then the posterior mean there.
     """
 
-    oracle: OracleDenoiser
     steps: int = 48
     sigma_end: float = 1e-4
 
-    @property
-    def schedules(self) -> Mapping[str, GaussianSchedule]:
-        return self.oracle.schedules
+    @classmethod
+    def of(cls, oracle: OracleDenoiser, steps: int = 48) -> FlowMapOracle:
+        """The flow map of ``oracle``'s mixtures under its schedules."""
+        return cls(oracle.mixtures, oracle.schedules, steps)
 
-    def _x0(self, name: str, xp: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
-        schedule, mixture = self.oracle.schedules[name], self.oracle.mixtures[name]
+    def estimate(self, name: str, xp: Tensor, t: Tensor, c: Any, labels: Tensor | None) -> Tensor:
+        schedule, mixture = self.schedules[name], self.mixtures[name]
         t = torch.as_tensor(t, dtype=torch.float64, device=xp.device)
         lam0 = 0.5 * schedule.log_snr(t)
         lam1 = torch.full_like(lam0, -math.log(self.sigma_end))
@@ -183,22 +186,10 @@ class FlowMapOracle:
             x_mid = cm.sigma / ca.sigma * x + cm.alpha * -torch.expm1(-h_half) * d_a
             d_m = mixture.posterior_mean(x_mid, cm.alpha, cm.sigma, labels)
             x = cb.sigma / ca.sigma * x + cb.alpha * -torch.expm1(-h) * d_m
-        c = coefficients(lam1)
-        end = mixture.posterior_mean(x, c.alpha, c.sigma, labels)
+        last = coefficients(lam1)
+        end = mixture.posterior_mean(x, last.alpha, last.sigma, labels)
         at_zero = align_time(t == 0, xp)  # the boundary condition: f(x, 0) = x
         return torch.where(at_zero, xp.to(torch.float64), end).to(xp.dtype)
-
-    def __call__(
-        self, x: State, t: Time, condition: Condition | None = None, coef: Mapping[str, Any] | None = None
-    ) -> dict[str, Prediction] | Prediction:
-        parts: Parts = as_parts(x)
-        times: PartTimes = part_times(t, parts, device=next(iter(parts.values())).device)
-        labels = condition.labels if isinstance(condition, ClassLabel) else None
-        out = {}
-        for name, xp in parts.items():
-            c = coef[name] if coef is not None else self.oracle.schedules[name].coefficients(times[name]).align(xp)
-            out[name] = Prediction("x0", self._x0(name, xp, times[name], labels), xp, c)
-        return out[DEFAULT_PART] if isinstance(x, Tensor) else out
 
 
 @attrs.frozen(eq=False)

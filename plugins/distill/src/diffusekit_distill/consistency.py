@@ -123,22 +123,19 @@ def _check_one_time(recipe, name: str) -> None:
 
 
 @attrs.frozen
-class ConsistencyDistillation(Objective):
+class ConsistencyDistillation(teachers.TeacherObjective):
     r"""Consistency distillation (Song et al., 2023, Algorithm 2, with iCT's loss): the model at
     :math:`\tilde\sigma_{n+1}` matches itself at :math:`\tilde\sigma_n` one ``solver`` step of the
     teacher away, on a Karras discretisation of ``intervals`` intervals. The training time
     :math:`u` drawn by the loop picks the interval :math:`n = \lceil uN\rceil`; the noise is the
     loop's. The student starts as the teacher (``init_from_teacher``)."""
 
-    teacher: str = "gaussian:digits"
     solver: str = "gaussian:heun"
     intervals: int = attrs.field(default=18, validator=v.ge(1))
     sigma_max: float = attrs.field(default=80.0, validator=v.gt(0.0))
     sigma_min: float = attrs.field(default=0.002, validator=v.gt(0.0))
     rho: float = attrs.field(default=7.0, validator=v.gt(0.0))
     huber_c: float = attrs.field(default=0.00054, validator=v.gt(0.0))
-    init_from_teacher: bool = True
-    _cache: teachers.TeacherCache = attrs.field(init=False, factory=teachers.TeacherCache, eq=False, repr=False)
 
     def check(self, recipe) -> None:
         registry = get_registry()
@@ -153,14 +150,8 @@ class ConsistencyDistillation(Objective):
                 "train.objective.solver", f"{self.solver} is stochastic; the teacher's step solves the ODE"
             )
 
-    def initial_weights(self, recipe) -> dict[str, Tensor] | None:
-        if not self.init_from_teacher:
-            return None
-        return self._cache.get(self.teacher, torch.device("cpu")).network.state_dict()
-
     def losses(self, denoiser, batch, drawn, progress: Progress) -> dict[str, Tensor]:
-        device = next(iter(batch.parts.values())).device
-        teacher = self._cache.get(self.teacher, device)
+        teacher = self.teacher_pipeline(next(iter(batch.parts.values())).device)
         solver = get_registry().resolve("sampler", self.solver).obj()
         pair = _pairs(
             denoiser,

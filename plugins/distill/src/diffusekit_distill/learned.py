@@ -35,9 +35,13 @@ import attrs
 import torch
 from diffusekit import ConfigError, GaussianSchedule, Prediction, Sampler, Step, TimePlan, get_registry
 from diffusekit.sampler import StepTimes
+from diffusekit_gaussian.grid_fit import Target as Teacher
+from diffusekit_gaussian.grid_fit import model_target as model_teacher
 from torch import Tensor
 
 F64 = torch.float64
+
+__all__ = ["Fit", "LearnedSolver", "Retimed", "Teacher", "fit", "grid_sigmas", "model_teacher", "theta_of"]
 
 
 def _floats(values: Sequence[float]) -> tuple[float, ...]:
@@ -178,16 +182,8 @@ class LearnedSolver(Sampler):
 
 
 # --- fitting -----------------------------------------------------------------------------
-
-
-@attrs.frozen(eq=False)
-class Teacher:
-    """What a solver is fitted to: a denoiser, starting noise at ``sigma_max`` and the ODE endpoints from it."""
-
-    denoiser: Any
-    x: Tensor
-    reference: Tensor
-    condition: Any = None
+# The teacher trajectories are the gaussian plugin's grid-fitting targets: ``Teacher`` (a denoiser, the
+# starting noise and the ODE endpoints from it) and ``model_teacher(pipeline, samples, sigma_max, seed)``.
 
 
 @attrs.frozen
@@ -276,24 +272,3 @@ def fit(
         loss.backward()
         optimizer.step()
     return Fit(tuple(best[1].tolist()), tuple(best[2].tolist()), before, best[0])
-
-
-def model_teacher(pipeline, samples: int, sigma_max: float = 80.0, seed: int = 1) -> Teacher:
-    """Teacher trajectories of a trained single-part pipeline (under its guidance, with its method's
-    conditions): noise drawn with ``seed`` at ``sigma_max`` and an adaptive ODE solution from it."""
-    from diffusekit_gaussian.adaptive import AdaptiveODE
-
-    from diffusekit_distill.teacher import at_sigma, guided, top_sigma
-
-    denoiser = guided(pipeline)
-    (part,) = pipeline.recipe.parts
-    schedule = denoiser.schedules[part]
-    t_max = at_sigma(schedule, torch.tensor(top_sigma(schedule, sigma_max), dtype=F64))
-    shape = (samples, *pipeline.recipe.parts[part].shape)
-    x = schedule.prior(shape, t=t_max, generator=torch.Generator().manual_seed(seed), dtype=F64)
-    condition = pipeline.method.condition(samples) if pipeline.method is not None else None
-    pipeline.network.to(F64)
-    reference = AdaptiveODE(rtol=1e-5, atol=1e-5, sigma_min=1e-4).sample(
-        denoiser, x, TimePlan.from_times([t_max, 0.0], [part]), condition=condition
-    )
-    return Teacher(denoiser, x, reference, condition)

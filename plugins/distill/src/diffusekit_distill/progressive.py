@@ -22,7 +22,7 @@ from __future__ import annotations
 import attrs
 import torch
 from attrs import validators as v
-from diffusekit import ConfigError, Corrupted, Objective, Progress, TimePlan, get_registry
+from diffusekit import ConfigError, Corrupted, Progress, TimePlan, get_registry
 from diffusekit.state import align_time
 from torch import Tensor
 
@@ -39,29 +39,20 @@ def one_step_x0(x_hi: Tensor, x_lo: Tensor, hi, lo) -> Tensor:
 
 
 @attrs.frozen
-class ProgressiveDistillation(Objective):
+class ProgressiveDistillation(teachers.TeacherObjective):
     """Progressive distillation (Salimans & Ho, 2022): the student's DDIM step on the ``steps``-step
     uniform grid matches two DDIM steps of ``teacher``. The training time drawn by the loop picks
     the student's step :math:`n = \\lceil uN\\rceil`; the noise is the loop's."""
 
-    teacher: str = "gaussian:digits"
     steps: int = attrs.field(default=8, validator=v.ge(1))
-    init_from_teacher: bool = True
-    _cache: teachers.TeacherCache = attrs.field(init=False, factory=teachers.TeacherCache, eq=False, repr=False)
 
     def check(self, recipe) -> None:
         for part, spec in recipe.parts.items():
             if spec.time_dims != 1:
                 raise ConfigError(f"parts.{part}.time_dims", "progressive distillation draws one time per sample")
 
-    def initial_weights(self, recipe) -> dict[str, Tensor] | None:
-        if not self.init_from_teacher:
-            return None
-        return self._cache.get(self.teacher, torch.device("cpu")).network.state_dict()
-
     def losses(self, denoiser, batch, drawn, progress: Progress) -> dict[str, Tensor]:
-        device = next(iter(batch.parts.values())).device
-        teacher = teachers.guided(self._cache.get(self.teacher, device))
+        teacher = teachers.guided(self.teacher_pipeline(next(iter(batch.parts.values())).device))
         ddim = get_registry().resolve("sampler", "gaussian:ddim").obj()
         x_hi, t_hi, t_mid, t_lo = {}, {}, {}, {}
         for part, x0 in batch.parts.items():
@@ -86,16 +77,13 @@ class ProgressiveDistillation(Objective):
 
 
 @attrs.frozen
-class Reflow(Objective):
+class Reflow(teachers.TeacherObjective):
     """Reflow (Liu et al., 2023): the student, under a rectified-flow schedule, learns the straight
     path from each noise draw to the sample ``teacher``'s ODE solver (``solver`` on the log-SNR grid of
     ``teacher_steps`` steps) makes of it. The loop's noise is the draw; its time the point on the path."""
 
-    teacher: str = "gaussian:digits"
     solver: str = "gaussian:dpmpp_2m"
     teacher_steps: int = attrs.field(default=10, validator=v.ge(1))
-    init_from_teacher: bool = True
-    _cache: teachers.TeacherCache = attrs.field(init=False, factory=teachers.TeacherCache, eq=False, repr=False)
 
     def check(self, recipe) -> None:
         from diffusekit.recipe import instantiate
@@ -115,17 +103,12 @@ class Reflow(Objective):
         if registry.resolve("sampler", self.solver).obj().stochastic:
             raise ConfigError("train.objective.solver", f"{self.solver} is stochastic; the coupling needs the ODE")
 
-    def initial_weights(self, recipe) -> dict[str, Tensor] | None:
-        if not self.init_from_teacher:
-            return None
-        return self._cache.get(self.teacher, torch.device("cpu")).network.state_dict()
-
     def couple(self, noise: dict[str, Tensor], condition) -> dict[str, Tensor]:
         """The teacher's ODE samples from ``noise`` (a draw at t = 1 of the teacher's schedule, scaled to it)."""
         from diffusekit_gaussian.grids import LogSNRGrid
 
         device = next(iter(noise.values())).device
-        pipeline = self._cache.get(self.teacher, device)
+        pipeline = self.teacher_pipeline(device)
         solver = get_registry().resolve("sampler", self.solver).obj()
         start = {}
         for part, z in noise.items():

@@ -6,8 +6,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
-from diffusekit import ConfigError, DiffusekitError, Pipeline, load, pretrained
+from diffusekit import ConfigError, DiffusekitError, Objective, Pipeline, load, pretrained
 from diffusekit.recipe import Recipe
 from torch import Tensor
 
@@ -41,6 +42,22 @@ class TeacherCache:
         if next(self.pipeline.network.parameters()).device != device:
             self.pipeline.network.to(device)
         return self.pipeline
+
+
+@attrs.frozen
+class TeacherObjective(Objective):
+    """An objective with a frozen ``teacher`` (a method with shipped weights or a checkpoint file),
+    loaded once; a fresh run's student starts as the teacher when ``init_from_teacher``."""
+
+    teacher: str = "gaussian:digits"
+    init_from_teacher: bool = True
+    _cache: TeacherCache = attrs.field(init=False, factory=TeacherCache, eq=False, repr=False)
+
+    def teacher_pipeline(self, device: torch.device) -> Pipeline:
+        return self._cache.get(self.teacher, device)
+
+    def initial_weights(self, recipe) -> dict[str, Tensor] | None:
+        return self.teacher_pipeline(torch.device("cpu")).network.state_dict() if self.init_from_teacher else None
 
 
 def guided(pipeline: Pipeline) -> Any:
