@@ -54,9 +54,12 @@ class ConsistencySampler(Sampler):
         for part, xp in x.items():
             x0 = predictions[part].x0
             c = times.c_to[part]
+            if isinstance(c.sigma, float) and c.sigma == 0.0:  # the last step: no noise drawn
+                out[part] = x0
+                continue
             noise = torch.randn(xp.shape, generator=generator, dtype=xp.dtype, device=xp.device)
             if isinstance(c.sigma, float):
-                out[part] = x0 if c.sigma == 0.0 else c.alpha * x0 + c.sigma * noise
+                out[part] = c.alpha * x0 + c.sigma * noise
             else:  # per-element times: the elements that reach t = 0 keep the estimate
                 out[part] = torch.where(c.sigma == 0, x0, c.alpha * x0 + c.sigma * noise)
         return Step(out, predictions)

@@ -29,13 +29,13 @@ class DistilledDigits(DigitsMethod):
             guidance=None,  # the student learned the guided teacher: guiding again would double it
             method="distill:digits",
             train=TrainConfig(
-                steps=3000,
+                steps=10000,
                 batch_size=128,
                 lr=2e-4,
                 ema_decay=0.999,
                 grad_clip=1.0,
                 condition_dropout=0.1,
-                checkpoint_every=500,
+                checkpoint_every=1000,
                 log_every=50,
                 objective=ComponentSpec("distill:consistency", {"teacher": "gaussian:digits"}),
             ),
