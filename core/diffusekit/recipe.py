@@ -79,6 +79,9 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = attrs.field(default=1e-3, validator=finite)
     warmup_steps: int = 0
+    # the decay of the learning rate after the warm-up, to lr_min at the last step
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    lr_min: float = attrs.field(default=0.0, validator=finite)
     ema_decay: float = attrs.field(default=0.999, validator=finite)
     grad_clip: float = attrs.field(default=1.0, metadata={ALLOW_INF: True})
     condition_dropout: float = attrs.field(default=0.1, validator=finite)
@@ -437,6 +440,8 @@ def validate(recipe: Recipe, registry: Registry) -> None:
             raise ConfigError(f"parts.{name}.loss_weight", "must not be negative")
     if not 0.0 <= recipe.train.condition_dropout <= 1.0:
         raise ConfigError("train.condition_dropout", "must lie in [0, 1]")
+    if not 0.0 <= recipe.train.lr_min <= recipe.train.lr:
+        raise ConfigError("train.lr_min", f"must lie in [0, train.lr = {recipe.train.lr}], got {recipe.train.lr_min}")
     if not 0 < recipe.train.lr <= 3.4e38:  # the optimizer steps in the weights' dtype, float32 by default
         raise ConfigError("train.lr", f"must be a positive number up to 3.4e38 (float32), got {recipe.train.lr!r}")
     for name, part in recipe.parts.items():

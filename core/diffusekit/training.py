@@ -89,6 +89,24 @@ def sample_times(cfg: TrainConfig, shape: tuple[int, ...], generator: torch.Gene
     return t.clamp(T_MIN, 1.0)
 
 
+def learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
+    r"""The learning rate of ``step`` (0-based) in a run of ``total`` steps.
+
+    A linear warm-up over ``warmup_steps``, :math:`\eta\,\min(1, (k+1)/W)`, times the decay of
+    ``lr_schedule`` over the steps after it, from ``lr`` down to ``lr_min`` at the last step:
+    ``constant`` (none), ``linear``, or ``cosine`` (Loshchilov & Hutter, "SGDR", 2017),
+    :math:`\eta_{min} + (\eta - \eta_{min})\tfrac12(1 + \cos\pi p)` with :math:`p` the fraction of
+    the decay done.
+    """
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    if cfg.lr_schedule == "constant":
+        return cfg.lr * warm
+    span = max(1, total - 1 - cfg.warmup_steps)
+    done = min(1.0, max(0.0, (step - cfg.warmup_steps) / span))
+    shape = 1.0 - done if cfg.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * done))
+    return (cfg.lr_min + (cfg.lr - cfg.lr_min) * shape) * warm
+
+
 def load_data(pipeline: Pipeline) -> Data:
     recipe = pipeline.recipe
     if recipe.dataset is None:
@@ -365,6 +383,16 @@ def training_difference(trained: Recipe, recipe: Recipe) -> str | None:
         if field.name not in BOOKKEEPING and getattr(trained.train, field.name) != getattr(recipe.train, field.name):
             return f"train.{field.name}"
     return None
+
+
+def _check_schedule_length(trained: Recipe, total: int, planned: int, out: Path) -> None:
+    """A decaying learning rate spans the run's total steps: resuming it with another total would
+    change the rates of the steps already taken, so it is refused."""
+    if trained.train.lr_schedule != "constant" and total != planned:
+        raise CheckpointError(
+            f"{out}: the run decays its learning rate ({trained.train.lr_schedule}) over {planned} steps; "
+            f"resuming it for {total} would change that schedule (train a fresh run, or keep {planned})"
+        )
 
 
 def _check_steps(total: Any, path: str) -> int:
@@ -676,6 +704,8 @@ def train(
                 f"{out}: the checkpoint was trained with a different recipe ({differs} differs); cannot resume"
             )
         start = ckpt.step
+        planned = int(ckpt.metadata.get("diffusekit.total_steps", ckpt.recipe.train.steps))
+        _check_schedule_length(recipe, total, planned, out)
         if start > total:
             raise CheckpointError(f"{out} is at step {start}, past the requested {total} steps")
         network.load_state_dict(ckpt.group("model"))
@@ -740,7 +770,8 @@ def train(
                     path.unlink(missing_ok=True)
             elif last_saved != step and out.is_file():
                 _keep_copy(out, last_saved)
-        save_checkpoint(out, tensors, recipe, step=step, extra={"diffusekit.optimizer": groups, **provenance})
+        extra = {"diffusekit.optimizer": groups, "diffusekit.total_steps": str(total), **provenance}
+        save_checkpoint(out, tensors, recipe, step=step, extra=extra)
         last_saved = step
         if cfg.keep_checkpoints:
             kept = kept_checkpoints(out)
@@ -759,7 +790,7 @@ def train(
     try:
         for step in range(start, total):
             generator = step_generator(recipe.seed, step)
-            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+            lr = learning_rate(cfg, step, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             index = draw_rows(len(data), cfg.batch_size, generator, buckets)
