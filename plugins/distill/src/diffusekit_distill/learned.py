@@ -140,6 +140,9 @@ class LearnedSolver(Sampler):
     solver: str = "gaussian:ipndm"
     sigmas: tuple[float, ...] = attrs.field(default=(), converter=_floats)
     shifts: tuple[float, ...] = attrs.field(default=(), converter=_floats)
+    # resolved once (not per step): the base solver and the offsets as tensors; immutable, so shared safely
+    _base: Sampler = attrs.field(init=False, eq=False, repr=False)
+    _table: tuple[Tensor, Tensor] | None = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if len(self.sigmas) != len(self.shifts):
@@ -148,19 +151,25 @@ class LearnedSolver(Sampler):
             raise ValueError(f"sigmas must be strictly decreasing and positive, got {self.sigmas}")
         if not all(math.isfinite(s) for s in self.shifts):
             raise ValueError(f"shifts must be finite, got {self.shifts}")
-        base = self.base
-        if base.stochastic or "gaussian" not in base.supports:
-            raise ValueError(f"{self.solver} is not a deterministic Gaussian solver")
-
-    @property
-    def base(self) -> Sampler:
         try:
             entry = get_registry().resolve("sampler", self.solver)
         except Exception as exc:  # noqa: BLE001 - reported as the parameter's error
             raise ValueError(str(exc)) from None
         if entry.obj is LearnedSolver:
             raise ValueError("the base solver of a learned solver cannot be another learned solver")
-        return entry.obj()
+        base = entry.obj()
+        if base.stochastic or "gaussian" not in base.supports:
+            raise ValueError(f"{self.solver} is not a deterministic Gaussian solver")
+        object.__setattr__(self, "_base", base)
+        table = None
+        if any(self.shifts):
+            table = (torch.log(torch.tensor(self.sigmas, dtype=F64)), torch.tensor(self.shifts, dtype=F64))
+        object.__setattr__(self, "_table", table)
+
+    @property
+    def base(self) -> Sampler:
+        """The base solver, built with its default settings."""
+        return self._base
 
     @property
     def order(self) -> int:  # type: ignore[override]
@@ -172,10 +181,7 @@ class LearnedSolver(Sampler):
 
     def retime(self, denoiser):
         """``denoiser`` evaluated at the fitted noise levels (itself when no offset is set)."""
-        if not any(self.shifts):
-            return denoiser
-        knots = torch.log(torch.tensor(self.sigmas, dtype=F64))
-        return Retimed(denoiser, knots, torch.tensor(self.shifts, dtype=F64))
+        return denoiser if self._table is None else Retimed(denoiser, *self._table)
 
     def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
         return self.base.update(self.retime(denoiser), x, times, condition=condition, generator=generator, carry=carry)
