@@ -445,3 +445,20 @@ def test_check_runs_the_contracts_on_every_gaussian_component(tmp_path):
     checked = {line.split()[1].split("::")[0] for line in result.stdout.splitlines() if line.startswith("ok ")}
     assert checked == {e.qualname for e in get_registry().entries(plugin="gaussian")}
     assert "FAIL" not in result.stdout
+
+
+def test_check_shows_every_distinct_failure_hypothesis_found():
+    """A Hypothesis group of failures (nested groups included) is one line per failure, in order,
+    each the first line of its message; ``check`` prints the first on its FAIL line and the others after it."""
+    import builtins
+
+    from diffusekit.cli import _failure_reasons
+
+    # Python 3.10 has no ExceptionGroup; Hypothesis raises the backport's there
+    ExceptionGroup = getattr(builtins, "ExceptionGroup", None) or pytest.importorskip("exceptiongroup").ExceptionGroup
+    group = ExceptionGroup(
+        "Hypothesis found 3 distinct failures.",
+        [ValueError("shape (2, 3) != (2, 4)\ndetails"), ExceptionGroup("inner", [TypeError("not a Step"), KeyError()])],
+    )
+    assert _failure_reasons(group) == ["shape (2, 3) != (2, 4)", "not a Step", "KeyError"]
+    assert _failure_reasons(RuntimeError("")) == ["RuntimeError"]

@@ -117,23 +117,32 @@ def _assert_same_trajectory(got: dict[int, float], want: dict[int, float]) -> No
         assert got[step] == pytest.approx(loss, rel=1e-4, abs=1e-6), step
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's processes in /proc")
-def test_two_processes_train_as_one_and_a_killed_run_resumes_on_one(folder):
-    run = _launch(["train", "r.toml", "--out", "two/m.safetensors", "--no-progress"], cwd=folder)
-    checkpoint = folder / "two" / "m.safetensors"
+def _kill_mid_run_then_resume_on_one(folder: Path, out: str, jobs: list[subprocess.Popen[str]]) -> None:
+    """Kill the training ``jobs`` (every process) once their first checkpoint is written, resume the
+    run on one process, and check the whole loss trajectory is the single-process one."""
+    checkpoint = folder / out
     deadline = time.monotonic() + 180
-    while not checkpoint.exists() and run.poll() is None and time.monotonic() < deadline:
+    while not checkpoint.exists() and all(job.poll() is None for job in jobs) and time.monotonic() < deadline:
         time.sleep(0.02)
-    _kill_job(run.pid)  # the whole job, mid-run
-    run.communicate(timeout=60)
+    for job in jobs:
+        _kill_job(job.pid)  # the whole job, mid-run
+    for job in jobs:
+        job.communicate(timeout=60)
     from diffusekit.checkpoint import load_checkpoint
 
     killed_at = load_checkpoint(checkpoint).step
     assert 3 <= killed_at < STEPS, killed_at
     env = env_with(OMP_NUM_THREADS="1")
-    result = run_cli("train", "r.toml", "--out", "two/m.safetensors", "--resume", "--no-progress", cwd=folder, env=env)
+    result = run_cli("train", "r.toml", "--out", out, "--resume", "--no-progress", cwd=folder, env=env)
     assert result.returncode == 0, result.stderr
-    _assert_same_trajectory(_losses(folder / "two" / "m.metrics.jsonl"), _losses(folder / "one" / "m.metrics.jsonl"))
+    metrics = checkpoint.with_name(checkpoint.name.replace(".safetensors", ".metrics.jsonl"))
+    _assert_same_trajectory(_losses(metrics), _losses(folder / "one" / "m.metrics.jsonl"))
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's processes in /proc")
+def test_two_processes_train_as_one_and_a_killed_run_resumes_on_one(folder):
+    run = _launch(["train", "r.toml", "--out", "two/m.safetensors", "--no-progress"], cwd=folder)
+    _kill_mid_run_then_resume_on_one(folder, "two/m.safetensors", [run])
 
 
 def test_sharded_sampling_gathers_the_single_process_samples_bitwise(folder):
@@ -148,25 +157,25 @@ def test_sharded_sampling_gathers_the_single_process_samples_bitwise(folder):
     assert one.shape == (7, 1, 8, 8) and torch.equal(one, two)
 
 
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's processes in /proc")
 def test_a_simulated_two_node_job_trains_and_samples_as_one_process(folder):
-    """Two launchers, one process each, meeting through a c10d rendezvous on 127.0.0.1."""
+    """Two launchers, one process each, meeting through a c10d rendezvous on 127.0.0.1: the same
+    checks as on one node (a run killed on both nodes resumes on one process)."""
     from safetensors.torch import load_file
 
-    port = _free_port()
-    for what, args in (
-        ("train", ["train", "r.toml", "--out", "nodes/m.safetensors", "--no-progress"]),
-        ("sample", ["sample", "one/m.safetensors", *SAMPLE, "--out", "s3", "--no-progress"]),
-    ):  # fmt: skip
-        rendezvous = (
-            "--nnodes=2",
-            "--rdzv_backend=c10d",
-            f"--rdzv_endpoint=127.0.0.1:{port}",
-            f"--rdzv_id={what}",
-        )
-        nodes = [_launch(args, cwd=folder, nproc=1, extra=rendezvous) for _ in range(2)]
-        outputs = [_finish(node)[0] for node in nodes]
-        assert sum(out.count("wrote ") for out in outputs) == 1
-    _assert_same_trajectory(_losses(folder / "nodes" / "m.metrics.jsonl"), _losses(folder / "one" / "m.metrics.jsonl"))
+    def rendezvous(what: str) -> tuple[str, ...]:
+        return ("--nnodes=2", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{_free_port()}", f"--rdzv_id={what}")
+
+    train_args = ["train", "r.toml", "--out", "nodes/m.safetensors", "--no-progress"]
+    where = rendezvous("train")
+    _kill_mid_run_then_resume_on_one(
+        folder, "nodes/m.safetensors", [_launch(train_args, cwd=folder, nproc=1, extra=where) for _ in range(2)]
+    )
+    where = rendezvous("sample")
+    args = ["sample", "one/m.safetensors", *SAMPLE, "--out", "s3", "--no-progress"]
+    outputs = [_finish(node)[0] for node in [_launch(args, cwd=folder, nproc=1, extra=where) for _ in range(2)]]
+    assert sum(out.count("wrote ") for out in outputs) == 1  # one process talks
+    assert sorted(p.name for p in (folder / "s3").iterdir()) == ["samples.safetensors"]
     one = load_file(str(folder / "s1" / "samples.safetensors"))["x"]
     assert torch.equal(load_file(str(folder / "s3" / "samples.safetensors"))["x"], one)
 

@@ -10,7 +10,9 @@ from diffusekit.plugins import get_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-NAME = re.compile(r"\b(core|gaussian|masked|video|molecules|multiview|joint|distill):([a-z][a-z0-9_]*(?:-[a-z0-9_]+)*)\b")
+NAME = re.compile(
+    r"\b(core|gaussian|masked|video|molecules|multiview|joint|distill):([a-z][a-z0-9_]*(?:-[a-z0-9_]+)*)\b"
+)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

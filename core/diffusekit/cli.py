@@ -33,7 +33,9 @@ KIND_NAMES = (
 
 
 # class attributes ``show`` lists (a sampler's order, a schedule's family, what a method takes as input)
-FACTS = "supports stochastic expects order evaluations_per_step adaptive kind prediction family input_format".split()
+FACTS = (
+    "supports stochastic expects order evaluations_per_step adaptive kind prediction family input_format prompt_format"
+).split()
 
 
 class Group(click.Group):
@@ -293,23 +295,32 @@ def _estimate(pipeline: Any, num: int) -> None:
         )
 
 
-def _read_input(pipeline: Any, path: Path | None, num: int | None) -> Any:
-    """``(given, known)`` from ``--input`` (before anything long starts), with a single given sample
-    repeated ``--num`` times (several completions of one input); ``None`` without ``--input``."""
+def _read_input(pipeline: Any, path: Path | None, num: int | None, prompt: str | None = None) -> Any:
+    """``(given, known)`` from ``--input`` or ``--prompt`` (before anything long starts), with a
+    single given sample repeated ``--num`` times (several completions of one input); ``None``
+    without either."""
     from diffusekit.known import read_given
     from diffusekit.state import DEFAULT_PART, as_parts
 
-    if path is None:
+    if path is None and prompt is None:
         return None
+    if path is not None and prompt is not None:
+        raise click.ClickException("--input and --prompt: give one of them")
     method = pipeline.method
-    if method is not None and method.input_format is None:
-        raise click.ClickException(f"--input: method {pipeline.recipe.method} takes no input")
-    if not path.is_file():
-        raise click.ClickException(f"--input: {path}: no such file")
-    if method is not None:
-        given, known = method.read_input(path, pipeline.recipe)
+    if prompt is not None:
+        if method is None or method.prompt_format is None:
+            raise click.ClickException(f"--prompt: {pipeline.recipe.method or 'a recipe'} takes no prompt")
+        given, known = method.read_prompt(prompt, pipeline.recipe)
+        path = Path("--prompt")  # what the messages below call it
     else:
-        given, known = read_given(path, {name: part.shape for name, part in pipeline.recipe.parts.items()})
+        if method is not None and method.input_format is None:
+            raise click.ClickException(f"--input: method {pipeline.recipe.method} takes no input")
+        if not path.is_file():
+            raise click.ClickException(f"--input: {path}: no such file")
+        if method is not None:
+            given, known = method.read_input(path, pipeline.recipe)
+        else:
+            given, known = read_given(path, {name: part.shape for name, part in pipeline.recipe.parts.items()})
     parts = as_parts(given)
     masks = known if isinstance(known, dict) else {name: known for name in parts}
     rows = next(iter(parts.values())).shape[0]
@@ -450,6 +461,7 @@ def _under_new_schedules(pipeline: Any, trained: Any) -> Any:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Complete this input (a puzzle, an image with holes; 'diffusekit show METHOD' says what it takes).",
 )
+@click.option("--prompt", help="Complete this text (a method that takes a prompt; 'diffusekit show METHOD' says how).")
 def run(
     target: str,
     sets: tuple[str, ...],
@@ -460,6 +472,7 @@ def run(
     steps: int | None,
     progress: bool,
     input_path: Path | None,
+    prompt: str | None,
 ) -> None:
     """Run METHOD or RECIPE.toml: load shipped weights (or train with --train), sample (or complete
     --input), write outputs to --out."""
@@ -471,7 +484,7 @@ def run(
     options: dict[str, Any] = {}
     recipe = _recipe(target, sets, seed, options)
     pipeline = _with_options(build(recipe), options)
-    given = _read_input(pipeline, input_path, num)  # a malformed input fails before any training
+    given = _read_input(pipeline, input_path, num, prompt)  # a malformed input fails before any training
     shipped = None if force_train or pipeline.method is None else pipeline.method.weights()
     if shipped is not None:
         checkpoint = load_checkpoint(shipped)
@@ -558,6 +571,7 @@ def train(
 @click.option(
     "--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), help="Complete this input (as for run)."
 )
+@click.option("--prompt", help="Complete this text (as for run).")
 def sample(
     checkpoint: Path,
     num: int | None,
@@ -566,6 +580,7 @@ def sample(
     seed: int | None,
     progress: bool,
     input_path: Path | None,
+    prompt: str | None,
 ) -> None:
     """Sample from a checkpoint; it carries its recipe, so nothing else is needed."""
     from diffusekit.pipeline import load
@@ -576,7 +591,7 @@ def sample(
         overrides["seed"] = seed
     options = _method_options(overrides, _checkpoint_method(checkpoint)) if overrides else {}
     pipeline = _with_options(load(checkpoint, **overrides), options)
-    _sample_and_write(pipeline, num, out, progress, _read_input(pipeline, input_path, num))
+    _sample_and_write(pipeline, num, out, progress, _read_input(pipeline, input_path, num, prompt))
 
 
 def _checkpoint_method(path: Path) -> str | None:
@@ -613,13 +628,18 @@ def export(checkpoint: Path, out: Path, half: bool) -> None:
 # --- plugin authors ----------------------------------------------------------------------------
 
 
+def _failure_reasons(exc: BaseException) -> list[str]:
+    """One line per distinct failure: a Hypothesis group of failures (an ``ExceptionGroup``,
+    possibly nested) gives each of its failures' first lines, in order."""
+    group = getattr(exc, "exceptions", None)
+    if isinstance(group, tuple) and group:
+        return [line for sub in group for line in _failure_reasons(sub)]
+    return [(str(exc).strip().splitlines() or [type(exc).__name__])[0]]
+
+
 def _failure_reason(exc: BaseException) -> str:
-    """One line for a failed contract; a Hypothesis group of failures shows its first, and how many more."""
-    more = ""
-    while isinstance(getattr(exc, "exceptions", None), tuple) and exc.exceptions:  # an (Base)ExceptionGroup
-        more = f" (and {len(exc.exceptions) - 1} more distinct failures)" if len(exc.exceptions) > 1 else more
-        exc = exc.exceptions[0]
-    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0]) + more
+    """The first of :func:`_failure_reasons`: one line for a contract that stops a plugin's check."""
+    return _failure_reasons(exc)[0]
 
 
 def _cannot_check(state: Any, plugin: str) -> tuple[str, str] | None:
@@ -699,7 +719,10 @@ def check(
                 contract.check()
             except Exception as exc:  # report every failing contract, then exit non-zero
                 failures += 1
-                click.echo(f"FAIL {contract.id}: {_failure_reason(exc)}")
+                first, *others = _failure_reasons(exc)
+                click.echo(f"FAIL {contract.id}: {first}")
+                for other in others:  # each distinct failure Hypothesis found, one line each
+                    click.echo(f"     and: {other}")
                 if show_traceback:
                     click.echo("".join(traceback.format_exception(exc)))
             else:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from diffusekit.condition import Condition
+from diffusekit.errors import InputError
 from diffusekit.known import Known, read_given
 from diffusekit.state import State
 
@@ -37,6 +38,11 @@ class Method(abc.ABC):
     """What ``diffusekit run METHOD --input FILE`` takes, in a few words (shown in ``show`` and in
     errors); ``None``: the method takes no input. A method that sets it reads the file with
     :meth:`read_input` and completes it with :meth:`complete`."""
+
+    prompt_format: ClassVar[str | None] = None
+    """What ``diffusekit run METHOD --prompt TEXT`` takes, in a few words; ``None``: no prompt. A
+    method that sets it turns the text into given data with :meth:`read_prompt` and completes
+    it with :meth:`complete`, as for ``--input``."""
 
     @abc.abstractmethod
     def recipe(self) -> Recipe:
@@ -67,6 +73,11 @@ class Method(abc.ABC):
         safetensors format of :func:`~diffusekit.read_given`; methods read their own formats
         (a puzzle as text, an image with transparent pixels to fill)."""
         return read_given(path, {name: part.shape for name, part in recipe.parts.items()})
+
+    def read_prompt(self, text: str, recipe: Recipe) -> tuple[State, Known]:
+        """The given data and known mask that ``text`` describes (one sample); a prompt the method
+        cannot take is a one-line :class:`~diffusekit.InputError` naming what is wrong where."""
+        raise InputError(f"method {recipe.method} takes no prompt")
 
     def complete(self, pipeline: Any, given: State, known: Known, out_dir: Path, progress: bool = False) -> list[Path]:
         """The main job of ``diffusekit run --input``: complete the given data (one sample per given

@@ -98,7 +98,7 @@ def test_sudoku_method_solves_with_givens_held(tmp_path):
     report = Path(written[0]).read_text()
     assert report.startswith(("0.0%", "33.3%", "66.7%", "100.0%")) and "puzzle 2" in report
     puzzles, _ = sudoku.test_puzzles(3, 30)
-    boards = sudoku.solve(pipeline, puzzles)
+    boards = sudoku.fill(pipeline, puzzles)
     given = puzzles != sudoku.MASK
     assert torch.equal(boards[given], puzzles[given]) and bool((boards < 9).all())
 

@@ -22,8 +22,8 @@ def test_methods_ship_weights_that_match_their_recipes(name):
 def test_shipped_sudoku_model_solves_held_out_puzzles_in_adaptive_order_not_in_random_order():
     pipeline = dk.pretrained("masked:sudoku")
     puzzles, _ = sudoku.test_puzzles(40, 30)
-    adaptive = sudoku.solved_fraction(sudoku.solve(pipeline, puzzles, AdaptiveDecoding(tokens_per_step=1)), puzzles)
-    random = sudoku.solved_fraction(sudoku.solve(pipeline, puzzles, RandomOrderDecoding(tokens_per_step=1)), puzzles)
+    adaptive = sudoku.solved_fraction(sudoku.fill(pipeline, puzzles, AdaptiveDecoding(tokens_per_step=1)), puzzles)
+    random = sudoku.solved_fraction(sudoku.fill(pipeline, puzzles, RandomOrderDecoding(tokens_per_step=1)), puzzles)
     assert adaptive >= 0.85  # 96.6% on 500 random-cut puzzles (docs/benchmarks.md)
     assert random <= 0.3  # 5.4% on the same 500
 

@@ -14,12 +14,15 @@ from diffusekit_masked.samplers import (
     SemiAutoregressive,
 )
 from diffusekit_masked.schedules import Absorbing, Marginal, MaskAndReplace, Uniform
+from diffusekit_masked.search import SMC, BeamSearch, PathPlanning, ReMDM
 
 __all__ = [
     "SUBS",
     "Absorbing",
+    "SMC",
     "AdaptiveDecoding",
     "Ancestral",
+    "BeamSearch",
     "CachedAncestral",
     "ConfidenceDecoding",
     "FirstHitting",
@@ -27,7 +30,9 @@ __all__ = [
     "Marginal",
     "MaskAndReplace",
     "OrderedDecoding",
+    "PathPlanning",
     "RandomOrderDecoding",
+    "ReMDM",
     "SemiAutoregressive",
     "Transformer",
     "Uniform",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from diffusekit import hookimpl
 
-from diffusekit_masked import guidance, networks, parameterizations, samplers, schedules, sudoku, text
+from diffusekit_masked import guidance, networks, parameterizations, samplers, schedules, search, sudoku, text
 
 SAMPLERS = {
     "ancestral": samplers.Ancestral,
@@ -14,6 +14,10 @@ SAMPLERS = {
     "adaptive": samplers.AdaptiveDecoding,
     "random_order": samplers.RandomOrderDecoding,
     "semi_ar": samplers.SemiAutoregressive,
+    "remdm": search.ReMDM,
+    "p2": search.PathPlanning,
+    "beam": search.BeamSearch,
+    "smc": search.SMC,
 }
 
 

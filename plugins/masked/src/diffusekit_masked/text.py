@@ -30,6 +30,7 @@ from diffusekit import (
     Data,
     Dataset,
     DiffusekitError,
+    InputError,
     Method,
     PartSpec,
     Recipe,
@@ -51,6 +52,7 @@ def encode(text: str) -> list[int]:
     return [_INDEX.get(c, fallback) for c in text.replace("\r\n", "\n").replace("\t", " ")]
 
 
+BLANK = "_"  # a character a prompt asks to be filled in
 MASK_GLYPH = "\u2591"  # shown for a still-masked position; not a corpus character
 
 
@@ -149,8 +151,12 @@ class TextMethod(Method):
     """Character-level Shakespeare with masked diffusion (MDLM-style SUBS + ELBO); ``run`` prints samples.
 
     ``sample.num`` sequences of 128 characters, by the first-hitting sampler (one network
-    call per character).
+    call per character). ``--prompt TEXT`` starts every sequence with TEXT and writes the
+    rest (continuation); each ``_`` in TEXT is a character to fill in (infilling), so
+    ``"To be, or not to be: that is the ________"`` asks for eight characters there.
     """
+
+    prompt_format = "text that starts each sample (up to 128 characters); each _ is a character to fill in"
 
     def recipe(self) -> Recipe:
         return Recipe(
@@ -183,6 +189,27 @@ class TextMethod(Method):
 
     def weights(self) -> Path | None:
         return packaged_weights("diffusekit_masked", "text")
+
+    def read_prompt(self, text: str, recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt at the start of the window, known except where it has ``_``; the rest unknown."""
+        length = recipe.parts["x"].shape[0]
+        text = text.replace("\r\n", "\n")
+        if not text:
+            raise InputError("--prompt: the prompt is empty (leave out --prompt to sample freely)")
+        if len(text) > length:
+            raise InputError(f"--prompt: {len(text)} characters, more than the model's window of {length}")
+        bad = next((i for i, c in enumerate(text) if c != BLANK and c not in _INDEX), None)
+        if bad is not None:
+            raise InputError(
+                f"--prompt, character {bad + 1}: {text[bad]!r} is not in the model's alphabet "
+                "(printable ASCII and newlines)"
+            )
+        tokens = torch.full((1, length), MASK, dtype=torch.long)
+        known = torch.zeros((1, length), dtype=torch.bool)
+        for i, c in enumerate(text):
+            if c != BLANK:
+                tokens[0, i], known[0, i] = _INDEX[c], True
+        return tokens, known
 
     def write_outputs(self, samples, condition, out_dir: Path) -> list[Path]:
         text = "\n\n----\n\n".join(decode(s.tolist()) for s in samples)
