@@ -71,6 +71,39 @@ def test_one_solution_puzzles_have_exactly_their_grid_as_solution():
     assert sudoku_grids.count_solutions([-1] * 81, 4) == 4
 
 
+def test_the_known_seventeen_given_puzzles_have_one_solution_each():
+    for text_ in sudoku_grids.SEVENTEEN:
+        (puzzle,) = sudoku_grids.parse(text_)
+        assert sum(c >= 0 for c in puzzle) == 17 and sudoku_grids.count_solutions(puzzle, 2) == 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_symmetries_map_grids_to_grids_and_keep_givens(seed):
+    rng = random.Random(seed)
+    grid = sudoku_grids.random_grid(rng)
+    cells, digits = sudoku_grids.symmetry(rng)
+    assert sorted(cells) == list(range(81)) and sorted(digits) == list(range(9))
+    moved = [0] * 81
+    for source, target in enumerate(cells):
+        moved[target] = digits[grid[source]]
+    assert sudoku_grids.is_valid(moved)
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), givens=st.integers(17, 20))
+def test_sparse_puzzles_have_their_grid_as_only_solution(seed, givens):
+    rng = random.Random(seed)
+    puzzle, grid = sudoku_grids.seventeen(givens, rng)
+    assert sum(c >= 0 for c in puzzle) == givens and sudoku_grids.is_valid(grid) and sudoku_grids.solves(grid, puzzle)
+    assert sudoku_grids.count_solutions(puzzle, 2) == 1
+    grid = sudoku_grids.random_grid(rng)
+    searched = sudoku_grids.sparse_puzzle(grid, 17, random.Random(seed), tries=3)
+    once = sudoku_grids.unique_puzzle(grid, 17, random.Random(seed))  # the search's first step
+    assert sum(c >= 0 for c in searched) <= sum(c >= 0 for c in once)
+    assert sudoku_grids.solves(grid, searched) and sudoku_grids.count_solutions(searched, 2) == 1
+
+
 def test_held_out_puzzles_do_not_come_from_the_training_grids():
     train = {tuple(g) for g in sudoku.SudokuGrids(count=2000).load().parts["x"].tolist()}
     puzzles, solutions = sudoku.test_puzzles(200, givens=30)

@@ -166,6 +166,20 @@ def test_first_hitting_calls_the_network_once_per_token_and_the_cache_skips_unch
     assert calls["CachedAncestral"][1] < 10  # about one evaluation per unmasking per sample
 
 
+def test_ordered_decoding_stops_calling_the_network_once_every_token_is_decoded():
+    """One token per step on a 20-step grid: 6 masked tokens take 6 calls (2 given take none)."""
+    process = Absorbing(num_classes=4)
+    oracle = SequenceOracle.markov_chain(process, 8, 3)
+    x = torch.full((16, 8), 3)
+    x[:, :2] = 1
+    plan = dk.TimePlan.from_grid(UniformGrid(steps=20), oracle.schedules).hold("x", x != 3)
+    for sampler in (ConfidenceDecoding(tokens_per_step=1), AdaptiveDecoding(tokens_per_step=1)):
+        counting = _Counting(oracle)
+        out = sampler.sample(counting, x, plan, generator=torch.Generator().manual_seed(0))
+        assert bool((out < 3).all()) and torch.equal(out[:, :2], x[:, :2])
+        assert counting.calls == 6
+
+
 def test_cached_sampler_never_reuses_a_time_conditioned_prediction():
     process = Absorbing(num_classes=4)
     oracle = SequenceOracle.markov_chain(process, 3, 3)

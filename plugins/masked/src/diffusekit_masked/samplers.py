@@ -237,6 +237,10 @@ class OrderedDecoding(Sampler):
         return self.temperature > 0 or self.order_by == "random"
 
     def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
+        if not any(
+            bool(_eligible(xp, _absorbing(denoiser, p).mask_token, times.fixed[p]).any()) for p, xp in x.items()
+        ):
+            return Step(dict(x), {})  # nothing left to decode: no network call
         pred = denoiser(x, times.t_from, condition, times.c_from)
         out = {}
         for p, xp in x.items():

@@ -472,9 +472,12 @@ class BeamSearch(_Search):
         candidate = tokens[rows, parent].clone()
         candidate.scatter_(2, position.unsqueeze(-1), value.unsqueeze(-1))
         valid = torch.isfinite(values)
-        codes = _codes(candidate)
-        earlier = torch.ones(pool, pool, dtype=torch.bool, device=tokens.device).tril(-1)
-        duplicate = ((codes[:, :, None] == codes[:, None, :]) & earlier & valid[:, None, :]).any(-1)
+        # a sequence met before in score order is a duplicate: a stable sort by code keeps score
+        # order within equal codes (n log n, where comparing all pairs needs pool² memory)
+        codes, order = _codes(candidate).sort(dim=1, stable=True)
+        repeated = torch.zeros_like(valid)
+        repeated[:, 1:] = codes[:, 1:] == codes[:, :-1]
+        duplicate = torch.zeros_like(valid).scatter(1, order, repeated)
         first = valid & ~duplicate
         slot = first.long().cumsum(1) - 1
         take = first & (slot < width)
