@@ -14,10 +14,9 @@ import os
 import platform
 import sys
 import types
-from collections.abc import Mapping
-from typing import Any
 
 import torch
+from diffusekit.testing import CountingDenoiser
 
 F64 = torch.float64
 
@@ -46,19 +45,7 @@ def import_k_diffusion_sampling() -> types.ModuleType:
     return sampling
 
 
-class Counting:
-    """A denoiser wrapper that counts network evaluations (calls, not samples)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.calls = inner, 0
-
-    @property
-    def schedules(self) -> Mapping:
-        return self.inner.schedules
-
-    def __call__(self, x, t, condition=None, coef=None):
-        self.calls += 1
-        return self.inner(x, t, condition, coef)
+Counting = CountingDenoiser  # network calls (and rows) of a sampler
 
 
 def environment() -> str:

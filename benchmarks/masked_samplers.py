@@ -24,7 +24,7 @@ import time
 
 import diffusekit as dk
 import torch
-from common import environment
+from common import Counting, environment
 from diffusekit.builtins import UniformGrid
 from diffusekit.recipe import apply_overrides
 from diffusekit.testing.categorical import SequenceOracle
@@ -35,21 +35,6 @@ STEPS = 1000
 LENGTH = 5  # of the synthetic source: 3**5 = 243 sequences
 LENGTHS = (16, 32, 64, 128)
 SAMPLERS = {"ancestral": Ancestral(), "cached": CachedAncestral(), "first-hitting": FirstHitting()}
-
-
-class Counting:
-    """Counts network calls and the rows (sequences) they evaluate; forwards the rest."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.calls, self.rows = inner, 0, 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def __call__(self, x, *args, **kwargs):
-        self.calls += 1
-        self.rows += next(iter(x.values())).shape[0]
-        return self.inner(x, *args, **kwargs)
 
 
 def pooled_chi2(counts: torch.Tensor, expected: torch.Tensor, least: float = 5.0) -> tuple[float, int]:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import diffusekit as dk
 import torch
-from common import environment
+from common import Counting, environment
 from diffusekit_masked import AdaptiveDecoding, ConfidenceDecoding, RandomOrderDecoding, sudoku_grids
 from diffusekit_masked.sudoku import MASK, TEST_SEED, fill, solved_fraction, test_puzzles
 
@@ -85,21 +85,6 @@ def main() -> None:
                 f,
                 indent=1,
             )
-
-
-class Counting:
-    """A denoiser that counts its calls and the rows it was called on (network calls per puzzle)."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.calls, self.rows = inner, 0, 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def __call__(self, x, *args, **kwargs):
-        self.calls += 1
-        self.rows += int(next(iter(x.values())).shape[0]) if isinstance(x, dict) else int(x.shape[0])
-        return self.inner(x, *args, **kwargs)
 
 
 def sampler_from(spec: str):

@@ -8,7 +8,7 @@ reference, on as many training chunks, beside the unigram entropy of the trainin
 (what a model that ignores context can reach). Samples are drawn with the first-hitting
 sampler and written out.
 
-Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/text.py [--times 16] [--json out.json]
+Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/text.py [--times 16] [--checkpoint FILE] [--json out.json]
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ def main() -> None:
     parser.add_argument("--times", type=int, default=16)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--json", type=str, default=None)
+    parser.add_argument("--checkpoint", type=str, default=None, help="other weights than the shipped ones")
     args = parser.parse_args()
     print(environment())
-    pipeline = dk.pretrained("masked:text")
+    pipeline = dk.load(args.checkpoint) if args.checkpoint else dk.pretrained("masked:text")
     test = Shakespeare(split="test").load()
     n = len(test.parts["x"])
     train_all = Shakespeare(split="train").load().parts["x"]

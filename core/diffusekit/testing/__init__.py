@@ -7,16 +7,19 @@
 * :mod:`diffusekit.testing.oracle` — Gaussian mixtures with their exact denoiser and their exact
   consistency function (the ODE flow map), and a labelled mixture (data and its class as two
   parts) with its exact joint denoiser;
+* :class:`CountingDenoiser` — counts a sampler's network calls and the rows they evaluate;
 * :mod:`diffusekit.testing.cli` — the ``diffusekit`` command run for real in a subprocess,
   and the check that an error is one line.
 """
 
 from diffusekit.testing.contracts import Contract, contracts_for, plugin_contracts
+from diffusekit.testing.counting import CountingDenoiser
 from diffusekit.testing.oracle import FlowMapOracle, GaussianMixture, LabelledMixture, OracleDenoiser
 from diffusekit.testing.reference import TrigonometricSchedule
 
 __all__ = [
     "Contract",
+    "CountingDenoiser",
     "FlowMapOracle",
     "GaussianMixture",
     "LabelledMixture",

@@ -6,6 +6,7 @@ import diffusekit as dk
 import pytest
 import torch
 from diffusekit.builtins import UniformGrid
+from diffusekit.testing import CountingDenoiser
 from diffusekit.testing.categorical import SequenceOracle
 from diffusekit_masked import (
     SUBS,
@@ -136,29 +137,13 @@ def test_ancestral_cached_and_first_hitting_agree_in_distribution():
     assert torch.equal(results["Ancestral"], results["CachedAncestral"])
 
 
-class _Counting:
-    def __init__(self, inner):
-        self.inner, self.calls, self.rows = inner, 0, 0
-
-    @property
-    def schedules(self):
-        return self.inner.schedules
-
-    time_conditioned = False
-
-    def __call__(self, x, *args, **kwargs):
-        self.calls += 1
-        self.rows += next(iter(x.values())).shape[0]
-        return self.inner(x, *args, **kwargs)
-
-
 def test_first_hitting_calls_the_network_once_per_token_and_the_cache_skips_unchanged_samples():
     process = Absorbing(num_classes=4)
     oracle = SequenceOracle.markov_chain(process, 6, 3)
     grid = UniformGrid(steps=1000)
     calls = {}
     for sampler in (Ancestral(), CachedAncestral(), FirstHitting()):
-        counting = _Counting(oracle)
+        counting = CountingDenoiser(oracle)
         sampler.sample(counting, (64, 6), grid, generator=torch.Generator().manual_seed(0))
         calls[type(sampler).__name__] = (counting.calls, counting.rows / 64)
     assert calls["Ancestral"] == (1000, 1000)
@@ -174,7 +159,7 @@ def test_ordered_decoding_stops_calling_the_network_once_every_token_is_decoded(
     x[:, :2] = 1
     plan = dk.TimePlan.from_grid(UniformGrid(steps=20), oracle.schedules).hold("x", x != 3)
     for sampler in (ConfidenceDecoding(tokens_per_step=1), AdaptiveDecoding(tokens_per_step=1)):
-        counting = _Counting(oracle)
+        counting = CountingDenoiser(oracle)
         out = sampler.sample(counting, x, plan, generator=torch.Generator().manual_seed(0))
         assert bool((out < 3).all()) and torch.equal(out[:, :2], x[:, :2])
         assert counting.calls == 6
@@ -184,7 +169,7 @@ def test_cached_sampler_never_reuses_a_time_conditioned_prediction():
     process = Absorbing(num_classes=4)
     oracle = SequenceOracle.markov_chain(process, 3, 3)
     oracle = SequenceOracle(oracle.sequences, oracle.log_probs, process, time_conditioned=True)
-    counting = _Counting(oracle)
+    counting = CountingDenoiser(oracle)
     counting.time_conditioned = True
     CachedAncestral().sample(counting, (8, 3), UniformGrid(steps=50), generator=torch.Generator().manual_seed(0))
     assert counting.calls == 50

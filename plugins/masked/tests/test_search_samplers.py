@@ -9,6 +9,7 @@ import pytest
 import torch
 from diffusekit import TimePlan
 from diffusekit.builtins import UniformGrid
+from diffusekit.testing import CountingDenoiser
 from diffusekit.testing.categorical import SequenceOracle
 from diffusekit_masked import SMC, Absorbing, BeamSearch, PathPlanning, ReMDM
 from hypothesis import given, settings
@@ -35,22 +36,6 @@ def _log_p(oracle, seqs):
     vocab = int(oracle.sequences.max()) + 1
     codes = (seqs * (vocab ** torch.arange(seqs.shape[1] - 1, -1, -1))).sum(-1)
     return oracle.log_probs[codes]
-
-
-class _Counting:
-    def __init__(self, inner):
-        self.inner, self.calls, self.rows = inner, 0, 0
-
-    @property
-    def schedules(self):
-        return self.inner.schedules
-
-    time_conditioned = False
-
-    def __call__(self, x, *args, **kwargs):
-        self.calls += 1
-        self.rows += next(iter(x.values())).shape[0]
-        return self.inner(x, *args, **kwargs)
 
 
 SAMPLERS = [
@@ -263,10 +248,10 @@ def test_search_calls_the_network_once_per_step_on_all_candidates():
     process = Absorbing(num_classes=4)
     oracle = SequenceOracle.markov_chain(process, 5, 3)
     for sampler, width in ((BeamSearch(beams=4, tokens_per_step=1), 4), (SMC(particles=6, tokens_per_step=1), 6)):
-        counting = _Counting(oracle)
+        counting = CountingDenoiser(oracle)
         sampler.sample(counting, (7, 5), UniformGrid(steps=5), generator=_g(0))
         assert (counting.calls, counting.rows) == (5, 5 * 7 * width)
-    counting = _Counting(oracle)
+    counting = CountingDenoiser(oracle)
     PathPlanning().sample(counting, (7, 5), UniformGrid(steps=5))
     assert counting.calls == 9  # plus one leave-one-out call in every step with decoded tokens
 
