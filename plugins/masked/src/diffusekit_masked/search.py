@@ -373,16 +373,13 @@ class _Search(Sampler):
         return Candidates(tokens, score, torch.zeros_like(score), xp)
 
     def _predict(self, denoiser, part, tokens, times, condition, m) -> Tensor:
-        """Log-probabilities over real tokens for every candidate: ``(B, K, N, V)``, one network call."""
-        batch, width = tokens.shape[:2]
-        rows = torch.arange(batch, device=tokens.device).repeat_interleave(width)
-        pred = denoiser(
-            {part: tokens.reshape(batch * width, *tokens.shape[2:])},
-            {part: _rows(times.t_from[part], rows, batch)},
-            _rows(condition, rows, batch),
-            {part: _rows(times.c_from[part], rows, batch)},
-        )
-        return pred, _real_log_probs(pred[part], m).reshape(batch, width, -1, pred[part].value.shape[-1])
+        """Log-probabilities over real tokens for every candidate: ``(B, K, N, V)``, from one network
+        call per candidate slot on the B samples (so a denoiser that completes the state with other
+        parts, as ``core:by_kind`` does, sees the batch it expects); the step's prediction is slot 0's."""
+        width = tokens.shape[1]
+        preds = [denoiser({part: tokens[:, k]}, times.t_from, condition, times.c_from) for k in range(width)]
+        logp = torch.stack([_real_log_probs(pred[part], m) for pred in preds], dim=1)
+        return preds[0], logp.reshape(*tokens.shape[:2], -1, logp.shape[-1])
 
     def update(self, denoiser, x, times: StepTimes, *, condition, generator, carry) -> Step:
         (part,) = x  # one categorical part
