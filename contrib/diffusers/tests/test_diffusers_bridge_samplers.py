@@ -167,9 +167,38 @@ def test_per_pixel_time_is_a_clear_error(unet):
         den(torch.randn(SHAPE), torch.rand(2, 3, dtype=torch.float64))
 
 
-def test_a_two_evaluation_sampler_is_refused_with_the_way_out():
-    with pytest.raises(ShapeError, match="evaluates the network 2 times per step.*denoiser"):
-        DiffusekitScheduler.from_scheduler(diffusers.DDIMScheduler(), "gaussian:heun")
+@pytest.mark.parametrize("spacing", ["linspace", "leading"])
+def test_heun_in_a_pipeline_matches_diffusers_heun(unet, spacing):
+    # two evaluations per step: the scheduler lists both, as diffusers' HeunDiscreteScheduler does
+    reference = diffusers.HeunDiscreteScheduler(timestep_spacing=spacing)
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        theirs = _their_loop(
+            unet, reference, 6, x * (1.0 + float(reference.sigmas[0]) ** 2) ** 0.5 / reference.init_noise_sigma
+        )
+    ours = DiffusekitScheduler.from_scheduler(reference, "gaussian:heun")
+    ours.set_timesteps(6)
+    reference.set_timesteps(6)
+    assert ours.timesteps.tolist() == pytest.approx(reference.timesteps.tolist(), abs=1e-3)
+    pipe = diffusers.DDPMPipeline(unet, ours)
+    torch.testing.assert_close(images(pipe, 6), (theirs / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1), rtol=0, atol=1e-5)
+
+
+def test_a_pipeline_that_stops_early_can_start_again(unet):
+    ours = DiffusekitScheduler.from_scheduler(diffusers.DDPMScheduler(), "gaussian:heun")
+    ours.set_timesteps(4)
+    sample = torch.randn(SHAPE)
+    with torch.no_grad():
+        for t in ours.timesteps[:3]:  # abandoned half-way
+            sample = ours.step(unet(sample, t).sample, t, sample).prev_sample
+    first = images(diffusers.DDPMPipeline(unet, ours), 4)
+    again = images(diffusers.DDPMPipeline(unet, ours), 4)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+
+
+def test_a_sampler_that_picks_its_steps_as_it_goes_is_refused_with_the_way_out():
+    with pytest.raises(ShapeError, match="chooses its evaluations as it goes.*denoiser"):
+        DiffusekitScheduler.from_scheduler(diffusers.DDIMScheduler(), "gaussian:adaptive")
 
 
 def test_an_unknown_sampler_names_itself():

@@ -5,7 +5,7 @@
   prediction type, as a diffusekit denoiser that every diffusekit sampler can run;
 - :class:`DiffusersSchedule`, :class:`DiffusersPrediction`, :class:`DiffusersTimesteps`:
   a diffusers scheduler config as a diffusekit schedule, parameterization and grid;
-- :class:`DiffusekitScheduler`: a diffusekit sampler as a diffusers scheduler, for the
+- :class:`DiffusekitScheduler`: any diffusekit sampler as a diffusers scheduler, for the
   pipelines people already run.
 """
 

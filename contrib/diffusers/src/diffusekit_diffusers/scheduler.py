@@ -1,20 +1,24 @@
-"""Any one-evaluation diffusekit sampler as a diffusers scheduler.
+"""Any diffusekit sampler as a diffusers scheduler.
 
 diffusers' pipelines drive a scheduler through a fixed protocol: ``set_timesteps(n)``,
 then for each ``t`` in ``scheduler.timesteps`` they call the model on
 ``scale_model_input(sample, t)`` and hand its output to ``step(output, t, sample)``.
 :class:`DiffusekitScheduler` speaks that protocol and runs a diffusekit sampler
-underneath: each ``step`` replays the model output as the sampler's one network
-evaluation of that step. The protocol makes the adapter stateful (the step index and a
-multistep sampler's history live in it, as in every diffusers scheduler); the sampler it
-wraps stays pure. Samplers that evaluate the network more than once per step (Heun,
-DPM-Solver++ 2S) need the model inside the step, which the protocol does not give; run
-them on :func:`~diffusekit_diffusers.denoiser` instead.
+underneath. For a sampler with one network evaluation per step, each ``step`` replays
+the model output as that evaluation. A sampler with several (Heun, DPM-Solver++ 2S,
+Restart) runs its whole plan on a worker thread that pauses at every evaluation:
+``timesteps`` lists every evaluation (found by a dry run of the plan, as diffusers'
+own Heun scheduler lists each timestep twice), ``step`` hands the model output to the
+paused sampler and returns the state it asks the model about next as ``prev_sample``.
+The protocol makes the adapter stateful (the step index and a multistep sampler's
+history live in it, as in every diffusers scheduler); the sampler it wraps stays pure.
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from typing import Any, NamedTuple
 
 import torch
@@ -84,10 +88,10 @@ class DiffusekitScheduler:
 
     def __init__(self, sampler: Sampler | str, source: Any) -> None:
         self.sampler = _sampler(sampler)
-        if self.sampler.evaluations_per_step != 1:
+        if self.sampler.evaluations_per_step < 1:
             raise ShapeError(
-                f"{type(self.sampler).__name__} evaluates the network {self.sampler.evaluations_per_step} times per "
-                "step, but a diffusers pipeline calls the model once per timestep; run it with "
+                f"{type(self.sampler).__name__} chooses its evaluations as it goes, but a diffusers pipeline needs "
+                "them all in scheduler.timesteps before it starts; run it with "
                 "diffusekit_diffusers.denoiser(model, scheduler) instead"
             )
         self.sampler.check_supports({"x": DiffusersSchedule()})
@@ -101,6 +105,7 @@ class DiffusekitScheduler:
         self._times: Tensor | None = None
         self._index = 0
         self._carry: Any = None
+        self._run: _Run | None = None
 
     @classmethod
     def from_scheduler(cls, scheduler: Any, sampler: Sampler | str) -> DiffusekitScheduler:
@@ -112,10 +117,31 @@ class DiffusekitScheduler:
         grid = DiffusersTimesteps.from_scheduler(self.source, num_inference_steps)
         ts = grid.diffusers_timesteps(self.schedule.num_train_timesteps)
         self._times = grid.times(self.schedule)
+        if self.sampler.evaluations_per_step > 1:
+            ts = self.parameterization.noise_level(self._evaluation_times(), None)
         integer = bool((ts == ts.round()).all())
         self.timesteps = (ts.long() if integer else ts.float()).to(device)
         self.num_inference_steps = grid.steps
         self._index, self._carry = 0, None
+        self._stop()
+
+    def _evaluation_times(self) -> Tensor:
+        """The time of every network evaluation of the plan, from a dry run on a zero state
+        (the times of these samplers depend on the plan only, not on the state)."""
+        record = _Recorder(self.schedule, self.parameterization)
+        x, carry = {"x": torch.zeros(1, 1, dtype=torch.float64)}, None
+        g = torch.Generator().manual_seed(0)
+        for i in range(len(self._times) - 1):
+            out = self.sampler.step(
+                record, x, {"x": self._times[i]}, {"x": self._times[i + 1]}, generator=g, carry=carry
+            )
+            x, carry = out.x, out.carry
+        return torch.tensor(record.times, dtype=torch.float64)
+
+    def _stop(self) -> None:
+        if self._run is not None:
+            self._run.cancel()
+            self._run = None
 
     def scale_model_input(self, sample: Tensor, timestep: Any = None) -> Tensor:
         return sample
@@ -146,6 +172,8 @@ class DiffusekitScheduler:
             raise ShapeError(
                 f"eta={eta} is a DDIMScheduler setting; give it to the sampler instead (e.g. 'gaussian:ddim{{\"eta\": {eta}}}')"
             )
+        if self.sampler.evaluations_per_step > 1:
+            return self._relay(model_output, timestep, sample, generator, return_dict)
         i = self._position(timestep)
         if i != self._index:  # a restart from another position: no history applies
             self._carry = None
@@ -155,6 +183,24 @@ class DiffusekitScheduler:
         out = self.sampler.step(replay, {"x": sample}, t_from, t_to, generator=generator, carry=self._carry)
         self._index, self._carry = i + 1, out.carry
         result = SchedulerOutput(out.x["x"], out.predictions["x"].x0)
+        return result if return_dict else tuple(result)
+
+    def _relay(self, model_output, timestep, sample, generator, return_dict):
+        """Hand the model output to the sampler running on the worker; return what it asks about next."""
+        i = self._position(timestep)
+        if i != self._index:
+            raise ShapeError(
+                f"{type(self.sampler).__name__} runs its evaluations in order; step was called at timestep "
+                f"{float(timestep):g}, evaluation {i}, but evaluation {self._index} comes next"
+            )
+        if self._run is None:
+            self._run = _Run(self, sample, generator)
+            self._run.expect()
+        x, x0 = self._run.answer(model_output)
+        self._index += 1
+        if self._index == len(self.timesteps):
+            self._run = None
+        result = SchedulerOutput(x, x0)
         return result if return_dict else tuple(result)
 
     def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
@@ -168,3 +214,89 @@ class DiffusekitScheduler:
 
     def __len__(self) -> int:
         return self.schedule.num_train_timesteps
+
+
+class _Recorder:
+    """A denoiser that notes the time of every evaluation and predicts zeros."""
+
+    def __init__(self, schedule: DiffusersSchedule, parameterization: DiffusersPrediction) -> None:
+        self.schedules = {"x": schedule}
+        self.parameterization = parameterization
+        self.times: list[float] = []
+
+    def __call__(self, x, t, condition=None, coef=None):
+        self.times.append(float(t["x"].reshape(-1)[0]))
+        prepared = self.parameterization.prepare(
+            self.schedules["x"], x["x"], t["x"], None if coef is None else coef["x"]
+        )
+        return {"x": self.parameterization.output(torch.zeros_like(x["x"]), prepared)}
+
+
+class _Cancelled(Exception):
+    """Ends a worker whose pipeline stopped early (or set new timesteps)."""
+
+
+class _Run:
+    """A sampler's whole plan on a worker thread, paused at every network evaluation.
+
+    The worker posts ``("eval", x)`` when the sampler calls the network at state x and
+    waits for the model's output; at the end it posts ``("done", x)``.
+    """
+
+    def __init__(self, scheduler: DiffusekitScheduler, sample: Tensor, generator: torch.Generator | None) -> None:
+        self.schedule, self.parameterization = scheduler.schedule, scheduler.parameterization
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.x0: Tensor | None = None
+        args = (scheduler.sampler, scheduler._times.to(sample.device), sample, generator)
+        self.thread = threading.Thread(target=self._work, args=args, daemon=True, name="diffusekit-sampler")
+        self.thread.start()
+
+    def __call__(self, x, t, condition=None, coef=None):  # the denoiser the sampler sees
+        self.outbox.put(("eval", x["x"]))
+        output = self.inbox.get()
+        if output is None:
+            raise _Cancelled
+        prepared = self.parameterization.prepare(self.schedule, x["x"], t["x"], None if coef is None else coef["x"])
+        pred = self.parameterization.output(output.to(x["x"].dtype), prepared)
+        self.x0 = pred.x0
+        return {"x": pred}
+
+    @property
+    def schedules(self):
+        return {"x": self.schedule}
+
+    def _work(self, sampler: Sampler, times: Tensor, x: Tensor, generator) -> None:
+        try:
+            state, carry = {"x": x}, None
+            with torch.no_grad():
+                for i in range(len(times) - 1):
+                    out = sampler.step(
+                        self, state, {"x": times[i]}, {"x": times[i + 1]}, generator=generator, carry=carry
+                    )
+                    state, carry = out.x, out.carry
+            self.outbox.put(("done", state["x"]))
+        except _Cancelled:
+            return
+        except BaseException as exc:  # handed to the pipeline's thread, which raises it
+            self.outbox.put(("error", exc))
+
+    def _next(self) -> Tensor:
+        kind, value = self.outbox.get()
+        if kind == "error":
+            raise value
+        return value
+
+    def expect(self) -> None:
+        """Wait for the sampler's first evaluation (at the pipeline's sample)."""
+        self._next()
+
+    def answer(self, output: Tensor) -> tuple[Tensor, Tensor]:
+        """Deliver one model output; the state of the next evaluation (or the result) and x̂0."""
+        self.inbox.put(output)
+        x = self._next()
+        assert self.x0 is not None
+        return x, self.x0
+
+    def cancel(self) -> None:
+        self.inbox.put(None)
