@@ -129,7 +129,11 @@ class TimePlan:
 
     def check(self) -> None:
         """Raise :class:`ShapeError` unless every time lies in [0, 1] and no element's time
-        increases from one entry to the next (held elements keep theirs: equal is allowed)."""
+        increases from one entry to the next (held elements keep theirs: equal is allowed).
+
+        :meth:`Sampler.sample` runs this before the first step, and no sampler can opt out: a
+        sampler that climbs back up in noise (restart sampling, EDM's churn) does so inside
+        one step, with the plan itself non-increasing."""
         if len(self.entries) < 2:
             raise ShapeError("a time plan needs at least two entries (start and end)")
         for name in self.entries[0]:
@@ -203,7 +207,13 @@ class StepTimes(NamedTuple):
 
 def coefficients_at(schedule: Schedule, t: Tensor, like: Coefficients, x: Tensor) -> Coefficients:
     """The schedule's coefficients at a time computed during a step (a midpoint, a churned
-    level), in the same form as ``like``: floats for a scalar time, else aligned with ``x``."""
+    level), in the same form as ``like``: floats for a scalar time, else aligned with ``x``.
+
+    ``t`` is a float64 tensor shaped like the step's times (build it from ``times.t_from[p]``
+    and ``times.t_to[p]`` so it keeps their shape and device), never a Python float. When
+    ``like`` holds floats (a plan of scalar times) ``t`` must hold a single value; otherwise
+    it is aligned with the leading dimensions of ``x`` (each dimension 1 or equal) and the
+    result is aligned with ``x`` and cast to its dtype."""
     c = schedule.coefficients(t)
     return c.item() if isinstance(like._values()[0], float) else c.align(x)
 
@@ -261,11 +271,18 @@ class Sampler(abc.ABC):
     supports: ClassVar[frozenset[str]] = frozenset({"gaussian"})
     """The schedule families (:attr:`Schedule.kind`) this sampler can step."""
     stochastic: ClassVar[bool] = False
-    """Whether steps draw fresh noise (then they consume the generator)."""
+    """Whether steps draw fresh noise (then they consume the generator). The noise comes only
+    from the ``generator`` argument, passed on as given; it is ``None`` when the caller passes
+    none, and drawing with ``generator=None`` uses torch's global generator."""
     evaluations_per_step: ClassVar[int] = 1
-    """Network evaluations (NFE) per step."""
+    """Nominal network evaluations (NFE) of an ordinary step (2 for Heun, whose last step costs 1);
+    0 when there is no fixed count. Informational (``diffusekit show``, cost estimates); no
+    contract checks it (count calls with :class:`diffusekit.testing.CountingDenoiser`)."""
     order: ClassVar[int] = 1
-    """Order of convergence of the deterministic part (global error O(h^order))."""
+    """Rate at which the error falls with the step size h (global error O(h^order)), as configured:
+    of the ODE solution for a deterministic sampler, the weak order (error in the distribution of
+    the samples) for a stochastic one. The ``declared_order`` contract checks it for
+    deterministic, non-adaptive samplers."""
     expects: ClassVar[str] = "denoiser"
     """What the model's x̂0 must be: ``"denoiser"`` (the posterior mean E[x0 | x_t]) or
     ``"consistency"`` (the end of the ODE trajectory through x_t, a consistency model's)."""
@@ -281,7 +298,12 @@ class Sampler(abc.ABC):
         generator: torch.Generator | None,
         carry: Any,
     ) -> Step:
-        """The step itself; :meth:`step` and :meth:`sample` restore elements whose time does not change."""
+        """The step itself; :meth:`step` and :meth:`sample` restore elements whose time does not change.
+
+        ``x`` is always a dict of parts (``{"x": tensor}`` for a single-part model) and the
+        returned :class:`Step` holds every part in its shape and dtype; ``times`` gives each
+        part's times (float64 tensors shaped like the plan's entries, not aligned with the
+        part) and coefficients (floats, or tensors aligned with the part)."""
 
     def step(
         self,
@@ -294,7 +316,11 @@ class Sampler(abc.ABC):
         generator: torch.Generator | None = None,
         carry: Any = None,
     ) -> Step:
-        """Move ``x`` from ``t_from`` to ``t_to`` (per part, per element); for driving a sampler by hand."""
+        """Move ``x`` from ``t_from`` to ``t_to`` (per part, per element); for driving a sampler by hand.
+
+        ``x`` is a dict of parts and ``t_from``, ``t_to`` are dicts of time tensors (0-d, or
+        aligned with the leading dimensions of the part); a bare tensor or a float is not
+        accepted. The times are not checked (unlike :meth:`sample`'s plan)."""
         times = StepTimes.between(denoiser.schedules, x, t_from, t_to)
         return self._advance(denoiser, x, times, condition, generator, carry)
 

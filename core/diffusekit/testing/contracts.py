@@ -6,6 +6,18 @@
 a message that says what broke. ``diffusekit check PLUGIN`` and the pytest plugin
 both run them. Examples per property come from ``DIFFUSEKIT_MAX_EXAMPLES``
 (default 20); runs are derandomized, so a failure reproduces.
+
+Those build each component with its defaults. To check other settings, call the function
+of the kind on an instance; each returns ``{name: (doc, check)}``::
+
+    for name, (doc, check) in gaussian_sampler_contracts(MySampler(restarts=4)).items():
+        check()
+
+The functions are :func:`gaussian_schedule_contracts`, :func:`categorical_schedule_contracts`,
+:func:`gaussian_parameterization_contracts`, :func:`categorical_parameterization_contracts`,
+:func:`gaussian_sampler_contracts`, :func:`categorical_sampler_contracts`,
+:func:`grid_contracts`, :func:`guidance_contracts`, :func:`condition_contracts` (of a class),
+:func:`network_contracts`, :func:`method_contracts` and :func:`dataset_contracts`.
 """
 
 from __future__ import annotations
@@ -363,6 +375,15 @@ def _check_step_result(sampler: Sampler, x: dict[str, Tensor], out: Any) -> None
 
 
 def gaussian_sampler_contracts(sampler: Sampler) -> dict[str, tuple[str, Callable[[], None]]]:
+    """The contracts of a sampler of Gaussian parts, driven by the exact :class:`OracleDenoiser`.
+
+    Unless a contract says otherwise: a single part ``"x"`` of shape ``(B, 2)``, a random
+    3-component :class:`GaussianMixture`, the kit's :class:`TrigonometricSchedule`, the
+    ``core:uniform`` grid, float64 states and a seeded generator. ``returns_step`` uses a
+    ``(4, 3, 2)`` part, ``multi_part`` two parts, and ``declared_order`` log-SNR-uniform plans
+    from sigma~ = 80 to 0.002 without a generator. ``converges``, ``declared_order`` (not for
+    ``adaptive`` solvers) and ``rows_step_independently`` apply only when ``stochastic`` is false.
+    """
     stochastic = bool(sampler.stochastic)
     # an adaptive solver's step sizes depend on the whole batch: agreement only to its tolerance
     exact = 1e-9 if not getattr(sampler, "adaptive", False) else 1e-4
@@ -566,6 +587,9 @@ def categorical_parameterization_contracts(p: CategoricalParameterization) -> di
 
 
 def categorical_sampler_contracts(sampler: Sampler) -> dict[str, tuple[str, Callable[[], None]]]:
+    """The contracts of a sampler of categorical parts, driven by the exact :class:`SequenceOracle`
+    of a Markov chain over 4 tokens of 3 values under ``ReferenceAbsorbing(num_classes=4)`` and
+    the ``core:uniform`` grid; ``reproduces_target`` applies only when ``stochastic`` is true."""
     schedule = ReferenceAbsorbing(num_classes=4)
     oracle = SequenceOracle.markov_chain(schedule, 4, 3, seed=0)
     stochastic = bool(sampler.stochastic)

@@ -9,7 +9,14 @@ class CountingDenoiser:
     """Wraps a denoiser (or an oracle) and counts its ``calls`` and the ``rows`` (samples) they
     evaluate; every other attribute is the wrapped one's, so samplers see the same denoiser.
     ``rows / batch`` is the network cost per sample of a sampler that batches candidates or skips
-    finished samples."""
+    finished samples.
+
+    No contract checks a sampler's ``evaluations_per_step``; this is how a test measures it::
+
+        counting = CountingDenoiser(OracleDenoiser.single(mixture, TrigonometricSchedule()))
+        Heun().sample(counting, (8, 2), UniformGrid(steps=10), dtype=torch.float64)
+        assert counting.calls == 19  # 2 per step, 1 on the step onto the data
+    """
 
     def __init__(self, inner: Any) -> None:
         self.inner, self.calls, self.rows = inner, 0, 0

@@ -60,6 +60,7 @@ class GaussianMixture:
 
     @property
     def event_shape(self) -> tuple[int, ...]:
+        """The shape of one draw (``means.shape[1:]``)."""
         return tuple(self.means.shape[1:])
 
     def sample(self, n: int, generator: torch.Generator | None = None, labels: Tensor | None = None) -> Tensor:
@@ -70,6 +71,7 @@ class GaussianMixture:
         return self.means[labels] + self.stds[labels] * noise
 
     def mean(self) -> Tensor:
+        """The mixture's mean, of shape ``event_shape``."""
         return torch.einsum("k,k...->...", self.weights, self.means)
 
     def _terms(self, x: Tensor, alpha, sigma) -> tuple[Tensor, Tensor, Tensor, Tensor, tuple[int, ...]]:
@@ -85,7 +87,11 @@ class GaussianMixture:
         self, x: Tensor, alpha, sigma, labels: Tensor | None = None, log_prior: Tensor | None = None
     ) -> Tensor:
         r""":math:`\log p(k \mid x_t = x)` ``(B, K)``; ``labels`` (-1 = any) restrict the component and
-        ``log_prior`` ``(B, K)`` adds per-sample log-evidence for each component (another part's)."""
+        ``log_prior`` ``(B, K)`` adds per-sample log-evidence for each component (another part's).
+
+        ``x`` is ``(B, *event_shape)``; ``alpha`` and ``sigma`` are floats or tensors that broadcast
+        against it. The exact posterior over the components: test a sampler's mode shares, or a
+        classifier or label prediction against Bayes' rule, with it."""
         diff, var, _, _, event_dims = self._terms(x, alpha, sigma)
         return self._log_r(diff, var, event_dims, labels, log_prior)
 
@@ -126,6 +132,7 @@ class OracleDenoiser:
 
     @classmethod
     def single(cls, mixture: GaussianMixture, schedule: GaussianSchedule) -> OracleDenoiser:
+        """The oracle of a single part, :data:`~diffusekit.DEFAULT_PART` (``"x"``)."""
         return cls({DEFAULT_PART: mixture}, {DEFAULT_PART: schedule})
 
     def __call__(
@@ -141,7 +148,11 @@ class OracleDenoiser:
         return out[DEFAULT_PART] if isinstance(x, Tensor) else out
 
     def estimate(self, name: str, x: Tensor, t: Tensor, c: Any, labels: Tensor | None) -> Tensor:
-        """The x̂0 of part ``name`` at ``x`` (time ``t``, coefficients ``c``): the posterior mean."""
+        """The x̂0 of part ``name`` at ``x`` (time ``t``, coefficients ``c``): the posterior mean.
+
+        The one method to override for another exact model (:class:`FlowMapOracle` returns the
+        end of the ODE trajectory instead) or for a deliberately wrong one that a test expects a
+        contract to catch; ``__call__`` wraps its result in an ``x0`` :class:`Prediction`."""
         return self.mixtures[name].posterior_mean(x, c.alpha, c.sigma, labels)
 
 
