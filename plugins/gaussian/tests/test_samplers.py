@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from diffusekit.testing import CountingDenoiser
 from diffusekit.testing.oracle import GaussianMixture, OracleDenoiser
 from diffusekit_gaussian import (
     DDIM,
@@ -15,6 +16,8 @@ from diffusekit_gaussian import (
     VPCosine,
     VPLinear,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 F64 = torch.float64
 
@@ -108,3 +111,23 @@ def test_rectified_flow_from_pure_noise_with_every_sampler():
         )
         assert torch.isfinite(out).all()
         assert abs(out.mean().item() - 2.0) < 0.03 and abs(out.std().item() - 0.5) < 0.03, type(sampler).__name__
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.floats(1e-300, 1e-40),
+    st.sampled_from([VPLinear(), VPCosine(), EDM(), RectifiedFlow()]),
+    st.sampled_from([torch.float64, torch.float32]),
+)
+def test_heun_onto_a_negligible_noise_level_is_euler_for_scalar_and_per_sample_times(s, schedule, dtype):
+    # the corrector would divide rounding error by sigma_s (about 1e141 at t = 2.7e-159, or an
+    # overflow in float32); below sqrt(eps) of the start's noise level Heun keeps its Euler step
+    den = _oracle(schedule)
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1), dtype=F64).to(dtype)
+    counted = CountingDenoiser(den)
+    scalar = Heun().step(counted, {"x": x}, {"x": torch.tensor(0.3, dtype=F64)}, {"x": torch.tensor(s, dtype=F64)})
+    rows = Heun().step(den, {"x": x}, {"x": torch.full((5,), 0.3, dtype=F64)}, {"x": torch.full((5,), s, dtype=F64)})
+    euler = Euler().step(den, {"x": x}, {"x": torch.tensor(0.3, dtype=F64)}, {"x": torch.tensor(s, dtype=F64)})
+    assert counted.calls == 1
+    torch.testing.assert_close(scalar.x["x"], euler.x["x"], rtol=0, atol=0)
+    torch.testing.assert_close(rows.x["x"], scalar.x["x"])

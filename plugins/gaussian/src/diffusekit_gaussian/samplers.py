@@ -125,28 +125,39 @@ class Euler(Sampler):
         return Step({p: pred[p].mix(times.c_to[p].alpha, times.c_to[p].sigma) for p in x}, pred)
 
 
+def _keep_euler(c_t: GaussianCoefficients, c_s: GaussianCoefficients, dtype: torch.dtype) -> bool | Tensor:
+    """Where Heun's step keeps its Euler predictor (see :func:`heun_step`): per element, or one bool."""
+    tiny = math.sqrt(torch.finfo(dtype).eps) if dtype.is_floating_point else 0.0
+    if isinstance(c_s.sigma, Tensor) or isinstance(c_t.sigma, Tensor):
+        st, ss = c_t.sigma_tilde, c_s.sigma_tilde
+        return (c_s.sigma == 0) | ~numeric.isfinite(st) | (ss < tiny * st)
+    return c_s.sigma == 0 or not math.isfinite(c_t.sigma_tilde) or c_s.sigma_tilde < tiny * c_t.sigma_tilde
+
+
 def heun_step(denoiser, x, pred, t_to, c_from, c_to, fixed, condition) -> dict[str, Tensor]:
     r"""Heun's trapezoidal step from predictions ``pred`` at ``c_from`` to ``c_to`` (Karras et al., 2022, Alg. 1).
 
     Euler predictor :math:`\bar x_s = \alpha_s\hat x_0 + \sigma_s\hat\varepsilon_t`, corrector
     :math:`x_s = \bar x_s + \tfrac{\alpha_s}{2}(\tilde\sigma_s - \tilde\sigma_t)(\hat\varepsilon(\bar x_s, s) - \hat\varepsilon_t)`.
-    The Euler step is kept where :math:`\sigma_s = 0` (EDM's last step) or
-    :math:`\tilde\sigma_t = \infty` (:math:`\alpha_t = 0`: the trapezoid is undefined).
+    The Euler step is kept where :math:`\sigma_s = 0` (EDM's last step),
+    :math:`\tilde\sigma_t = \infty` (:math:`\alpha_t = 0`: the trapezoid is undefined), and
+    where :math:`\tilde\sigma_s < \sqrt{\epsilon}\,\tilde\sigma_t` (ε the machine epsilon of
+    the data's dtype): the corrector's :math:`\hat\varepsilon(\bar x_s, s)` divides the rounding
+    error of :math:`\bar x_s - \alpha_s\hat x_0` by :math:`\sigma_s`, so a step onto a
+    negligible noise level is ill-conditioned, and such a step is the last step onto the data
+    in all but name.
     """
     # elements whose time does not change keep their value (at t = 0, eps itself is 0/0)
     euler = {p: hold_fixed(pred[p].mix(c_to[p].alpha, c_to[p].sigma), xp, fixed[p]) for p, xp in x.items()}
-    if all(reaches_data(c_to[p]) for p in x):
+    keeps = {p: _keep_euler(c_from[p], c_to[p], xp.dtype) for p, xp in x.items()}
+    if all(keep is True or (isinstance(keep, Tensor) and bool(keep.all())) for keep in keeps.values()):
         return euler
     pred2 = denoiser(euler, t_to, condition, c_to)
     out = {}
     for p in x:
         ct, cs = c_from[p], c_to[p]
         k = 0.5 * cs.alpha * (cs.sigma_tilde - ct.sigma_tilde)
-        keep = (
-            (cs.sigma == 0) | ~numeric.isfinite(ct.sigma_tilde)
-            if isinstance(k, Tensor)
-            else (cs.sigma == 0 or not math.isfinite(ct.sigma_tilde))
-        )
+        keep = keeps[p]
         if keep is True:
             out[p] = euler[p]
             continue
