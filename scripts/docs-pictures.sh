@@ -14,3 +14,13 @@ picture() {
 }
 
 picture gaussian:digits grid.png gaussian-digits.png
+picture masked:sudoku sudoku.png masked-sudoku.png
+picture video:bouncing contact_sheet.png video-bouncing.png
+cp "$TMP/video-bouncing.png/clip_0.gif" docs/images/video-bouncing.gif
+picture video:moving-digits contact_sheet.png video-moving-digits.png   # about 3.5 minutes
+picture molecules:qm9 molecules.png molecules-qm9.png
+picture multiview:shapes views.png multiview-shapes.png
+picture multiview:nvs views.png multiview-nvs.png
+picture joint:digits grid.png joint-digits.png
+picture joint:world transitions.png joint-world.png
+picture distill:digits grid.png distill-digits.png

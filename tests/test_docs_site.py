@@ -67,3 +67,16 @@ def test_site_builds_strictly_offline(tmp_path):
     api = (tmp_path / "api" / "core" / "index.html").read_text()
     assert "<math" in api and "%%math" not in api and ":math:" not in api
     assert "fonts.googleapis" not in (tmp_path / "index.html").read_text()
+
+
+def test_every_plugin_page_shows_an_output_that_exists():
+    # the nav's "Plugins" section: each method family's page carries a picture of its output
+    nav = (ROOT / "mkdocs.yml").read_text()
+    section = nav.split("  - Plugins:\n", 1)[1].split("\n  - ", 1)[0]
+    pages = re.findall(r":\s*(\S+\.md)", section)
+    assert len(pages) >= 7, section
+    for page in pages:
+        images = re.findall(r"!\[[^\]]+\]\((images/[^)]+)\)", (ROOT / "docs" / page).read_text())
+        assert images, f"docs/{page} shows no picture of its output"
+        for image in images:
+            assert (ROOT / "docs" / image).is_file(), f"docs/{page} shows {image}, which does not exist"
