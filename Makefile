@@ -55,6 +55,7 @@ bench: bench-install $(TEST_STAMP)
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python joint.py world
 	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python distill.py oracle
 	cd benchmarks && ../$(BIN)/python distill.py digits --student consistency=../plugins/distill/src/diffusekit_distill/weights/digits.safetensors
+	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python diffusers_bridge.py
 
 bench-install: $(STAMP)
 	$(BIN)/python -m pip install -e ".[bench]"

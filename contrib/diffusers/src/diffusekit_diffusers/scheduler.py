@@ -22,7 +22,7 @@ import threading
 from typing import Any, NamedTuple
 
 import torch
-from diffusekit import Sampler, ShapeError
+from diffusekit import Sampler, ShapeError, StepTimes, TimePlan
 from diffusekit.plugins import get_registry
 from diffusekit.recipe import ComponentSpec, instantiate
 from torch import Tensor
@@ -117,6 +117,10 @@ class DiffusekitScheduler:
         grid = DiffusersTimesteps.from_scheduler(self.source, num_inference_steps)
         ts = grid.diffusers_timesteps(self.schedule.num_train_timesteps)
         self._times = grid.times(self.schedule)
+        # the plan's coefficients once, as Sampler.sample computes them (floats: scalar times)
+        plan = TimePlan(tuple({"x": t} for t in self._times.unbind()))
+        self._coefficients = plan.coefficients({"x": self.schedule}, {"x": torch.zeros(1, dtype=torch.float64)})
+        self._plan = plan
         if self.sampler.evaluations_per_step > 1:
             ts = self.parameterization.noise_level(self._evaluation_times(), None)
         integer = bool((ts == ts.round()).all())
@@ -132,11 +136,14 @@ class DiffusekitScheduler:
         x, carry = {"x": torch.zeros(1, 1, dtype=torch.float64)}, None
         g = torch.Generator().manual_seed(0)
         for i in range(len(self._times) - 1):
-            out = self.sampler.step(
-                record, x, {"x": self._times[i]}, {"x": self._times[i + 1]}, generator=g, carry=carry
-            )
+            out = self.sampler.update(record, x, self._step_times(i), condition=None, generator=g, carry=carry)
             x, carry = out.x, out.carry
         return torch.tensor(record.times, dtype=torch.float64)
+
+    def _step_times(self, i: int) -> StepTimes:
+        """Step i of the plan, with its precomputed coefficients (no element is held)."""
+        plan, c = self._plan, self._coefficients
+        return StepTimes(plan[i], plan[i + 1], c[i], c[i + 1], {"x": False}, i, plan.steps)
 
     def _stop(self) -> None:
         if self._run is not None:
@@ -178,9 +185,8 @@ class DiffusekitScheduler:
         if i != self._index:  # a restart from another position: no history applies
             self._carry = None
         replay = _Replay(self.schedule, self.parameterization, model_output)
-        t_from = {"x": self._times[i].to(sample.device)}
-        t_to = {"x": self._times[i + 1].to(sample.device)}
-        out = self.sampler.step(replay, {"x": sample}, t_from, t_to, generator=generator, carry=self._carry)
+        times = self._step_times(i)
+        out = self.sampler.update(replay, {"x": sample}, times, condition=None, generator=generator, carry=self._carry)
         self._index, self._carry = i + 1, out.carry
         result = SchedulerOutput(out.x["x"], out.predictions["x"].x0)
         return result if return_dict else tuple(result)
@@ -211,6 +217,9 @@ class DiffusekitScheduler:
         alpha = c.alpha.reshape(shape).to(original_samples)
         sigma = c.sigma.reshape(shape).to(original_samples)
         return alpha * original_samples + sigma * noise
+
+    def __del__(self) -> None:  # a pipeline dropped half-way: end its worker
+        self._stop()
 
     def __len__(self) -> int:
         return self.schedule.num_train_timesteps
@@ -248,7 +257,8 @@ class _Run:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.x0: Tensor | None = None
-        args = (scheduler.sampler, scheduler._times.to(sample.device), sample, generator)
+        steps = [scheduler._step_times(i) for i in range(scheduler._plan.steps)]
+        args = (scheduler.sampler, steps, sample, generator)
         self.thread = threading.Thread(target=self._work, args=args, daemon=True, name="diffusekit-sampler")
         self.thread.start()
 
@@ -266,14 +276,12 @@ class _Run:
     def schedules(self):
         return {"x": self.schedule}
 
-    def _work(self, sampler: Sampler, times: Tensor, x: Tensor, generator) -> None:
+    def _work(self, sampler: Sampler, steps: list[StepTimes], x: Tensor, generator) -> None:
         try:
             state, carry = {"x": x}, None
             with torch.no_grad():
-                for i in range(len(times) - 1):
-                    out = sampler.step(
-                        self, state, {"x": times[i]}, {"x": times[i + 1]}, generator=generator, carry=carry
-                    )
+                for times in steps:
+                    out = sampler.update(self, state, times, condition=None, generator=generator, carry=carry)
                     state, carry = out.x, out.carry
             self.outbox.put(("done", state["x"]))
         except _Cancelled:
@@ -283,6 +291,8 @@ class _Run:
 
     def _next(self) -> Tensor:
         kind, value = self.outbox.get()
+        if kind != "eval":  # the worker is finishing: let it end before torch is torn down
+            self.thread.join()
         if kind == "error":
             raise value
         return value
@@ -299,4 +309,6 @@ class _Run:
         return x, self.x0
 
     def cancel(self) -> None:
+        """End a worker waiting for a model output that will not come."""
         self.inbox.put(None)
+        self.thread.join()
