@@ -33,7 +33,7 @@ from diffusekit import (
 )
 from torch import Tensor, nn
 
-from diffusekit_diffusers.schedule import DiffusersSchedule
+from diffusekit_diffusers.schedule import DiffusersSchedule, config_reader
 
 PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 
@@ -65,8 +65,7 @@ class DiffusersPrediction(GaussianParameterization):
     @classmethod
     def from_config(cls, config) -> DiffusersPrediction:
         """The parameterization a diffusers scheduler (or its config) implies."""
-        config = getattr(config, "config", config)
-        get = config.get if hasattr(config, "get") else lambda k, d=None: getattr(config, k, d)
+        get = config_reader(config)
         if get("thresholding", False):
             raise ValueError(
                 "the scheduler uses dynamic thresholding (thresholding=True), which the diffusers bridge does not "

@@ -37,6 +37,12 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 ZERO_SNR_ALPHA_BAR = 2.0**-24
 
 
+def config_reader(config):
+    """``get(key, default)`` on a diffusers scheduler, its config (a FrozenDict) or a plain dict."""
+    config = getattr(config, "config", config)
+    return config.get if hasattr(config, "get") else lambda key, default=None: getattr(config, key, default)
+
+
 def _optional_floats(value):
     return None if value is None else tuple(float(b) for b in value)
 
@@ -133,8 +139,7 @@ class DiffusersSchedule(GaussianSchedule):
     @classmethod
     def from_config(cls, config) -> DiffusersSchedule:
         """The schedule of a diffusers scheduler, its ``config`` or a plain dict of one."""
-        config = getattr(config, "config", config)
-        get = config.get if hasattr(config, "get") else lambda k, d=None: getattr(config, k, d)
+        get = config_reader(config)
         return cls(
             num_train_timesteps=int(get("num_train_timesteps", 1000)),
             beta_start=float(get("beta_start", 0.0001)),
