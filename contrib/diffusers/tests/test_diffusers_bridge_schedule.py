@@ -109,3 +109,12 @@ def test_too_many_steps_is_a_clear_error():
 
     with pytest.raises(ShapeError, match="more than the 50 training timesteps"):
         DiffusersTimesteps(steps=60).times(DiffusersSchedule(num_train_timesteps=50))
+
+
+def test_a_table_of_alphas_cumprod_is_a_schedule():
+    reference = diffusers.DDPMScheduler(**SD).alphas_cumprod.to(F64)
+    schedule = DiffusersSchedule.from_alphas_cumprod(reference)
+    # the betas pass through float32, as diffusers stores them: equal to float32 precision
+    torch.testing.assert_close(schedule.alphas_cumprod, reference, rtol=1e-5, atol=0.0)
+    with pytest.raises(ValueError, match="each in"):
+        DiffusersSchedule.from_alphas_cumprod([0.9, 1.2])

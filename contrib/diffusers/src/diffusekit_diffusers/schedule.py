@@ -149,6 +149,16 @@ class DiffusersSchedule(GaussianSchedule):
             rescale_betas_zero_snr=bool(get("rescale_betas_zero_snr", False)),
         )
 
+    @classmethod
+    def from_alphas_cumprod(cls, alphas_cumprod) -> DiffusersSchedule:
+        r"""The schedule of a table :math:`\bar\alpha_0, \dots, \bar\alpha_{N-1}` (as LDM and k-diffusion
+        checkpoints store it): the betas :math:`1 - \bar\alpha_k/\bar\alpha_{k-1}` as ``trained_betas``."""
+        table = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten()
+        if table.numel() < 2 or not bool(((table > 0) & (table < 1)).all()):
+            raise ValueError("alphas_cumprod must hold at least 2 values, each in (0, 1)")
+        betas = 1.0 - table / torch.cat([torch.ones(1, dtype=torch.float64), table[:-1]])
+        return cls(num_train_timesteps=int(table.numel()), trained_betas=betas.tolist())
+
     def _segment(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """The segment index j and the position u in [0, 1] of each time on it."""
         n = self.num_train_timesteps
