@@ -206,6 +206,13 @@ def test_an_unknown_sampler_names_itself():
         DiffusekitScheduler.from_scheduler(diffusers.DDIMScheduler(), "gaussian:no_such_sampler")
 
 
+def test_clipping_with_the_unclipped_noise_is_refused(unet):
+    pipe = diffusers.DDIMPipeline(unet, diffusers.DDIMScheduler(clip_sample=True))
+    pipe.scheduler = DiffusekitScheduler.from_scheduler(pipe.scheduler, "gaussian:ddim")
+    with pytest.raises(ShapeError, match="use_clipped_model_output=True"):
+        images(pipe, 4, use_clipped_model_output=False)
+
+
 def test_add_noise_is_the_forward_process_of_diffusers():
     reference = diffusers.DDPMScheduler()
     ours = DiffusekitScheduler.from_scheduler(reference, "gaussian:ddim")

@@ -170,6 +170,7 @@ class DiffusekitScheduler:
         generator: torch.Generator | None = None,
         return_dict: bool = True,
         eta: float | None = None,
+        use_clipped_model_output: bool | None = None,
         **_: Any,
     ) -> SchedulerOutput | tuple[Tensor, Tensor]:
         """Advance ``sample`` from ``timestep`` to the next timestep (the data after the last)."""
@@ -178,6 +179,11 @@ class DiffusekitScheduler:
         if eta:
             raise ShapeError(
                 f"eta={eta} is a DDIMScheduler setting; give it to the sampler instead (e.g. 'gaussian:ddim{{\"eta\": {eta}}}')"
+            )
+        if use_clipped_model_output is False and self.parameterization.clip_sample is not None:
+            raise ShapeError(
+                "with clip_sample, diffusekit derives the noise from the clipped x0 "
+                "(use_clipped_model_output=True); it cannot mix a clipped x0 with the unclipped noise"
             )
         if self.sampler.evaluations_per_step > 1:
             return self._relay(model_output, timestep, sample, generator, return_dict)
