@@ -317,4 +317,5 @@ class _Run:
     def cancel(self) -> None:
         """End a worker waiting for a model output that will not come."""
         self.inbox.put(None)
-        self.thread.join()
+        if self.thread is not threading.current_thread():  # __del__ may run on any thread
+            self.thread.join()
