@@ -102,7 +102,7 @@ class DiffusekitScheduler:
         self.init_noise_sigma = 1.0
         self.timesteps: Tensor | None = None
         self.num_inference_steps: int | None = None
-        self._times: Tensor | None = None
+        self._plan: TimePlan | None = None
         self._index = 0
         self._carry: Any = None
         self._run: _Run | None = None
@@ -116,9 +116,8 @@ class DiffusekitScheduler:
         """The inference timesteps of the source scheduler for ``num_inference_steps`` steps."""
         grid = DiffusersTimesteps.from_scheduler(self.source, num_inference_steps)
         ts = grid.diffusers_timesteps(self.schedule.num_train_timesteps)
-        self._times = grid.times(self.schedule)
         # the plan's coefficients once, as Sampler.sample computes them (floats: scalar times)
-        plan = TimePlan(tuple({"x": t} for t in self._times.unbind()))
+        plan = TimePlan(tuple({"x": t} for t in grid.times(self.schedule).unbind()))
         self._coefficients = plan.coefficients({"x": self.schedule}, {"x": torch.zeros(1, dtype=torch.float64)})
         self._plan = plan
         if self.sampler.evaluations_per_step > 1:
@@ -135,7 +134,7 @@ class DiffusekitScheduler:
         record = _Recorder(self.schedule, self.parameterization)
         x, carry = {"x": torch.zeros(1, 1, dtype=torch.float64)}, None
         g = torch.Generator().manual_seed(0)
-        for i in range(len(self._times) - 1):
+        for i in range(self._plan.steps):
             out = self.sampler.update(record, x, self._step_times(i), condition=None, generator=g, carry=carry)
             x, carry = out.x, out.carry
         return torch.tensor(record.times, dtype=torch.float64)
@@ -174,7 +173,7 @@ class DiffusekitScheduler:
         **_: Any,
     ) -> SchedulerOutput | tuple[Tensor, Tensor]:
         """Advance ``sample`` from ``timestep`` to the next timestep (the data after the last)."""
-        if self._times is None:
+        if self._plan is None:
             raise ShapeError("call set_timesteps before step")
         if eta:
             raise ShapeError(
