@@ -57,7 +57,9 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     split = tmp_path / "split.safetensors"
     train(build(_recipe()), data, out=split, steps=7, progress=False)
     assert load_checkpoint(split).step == 7
+    assert load_checkpoint(split).recipe.train.steps == 7  # the run's length, not the recipe's 12
     train(build(_recipe()), data, out=split, resume=True, progress=False)
+    assert load_checkpoint(split).recipe.train.steps == 12
     a, step_a = _state(straight)
     b, step_b = _state(split)
     assert step_a == step_b == 12

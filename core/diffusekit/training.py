@@ -634,6 +634,7 @@ def train(
     recipe = pipeline.recipe
     cfg = recipe.train
     total = _check_steps(cfg.steps, "train.steps") if steps is None else _check_steps(steps, "steps")
+    recipe = attrs.evolve(recipe, train=attrs.evolve(cfg, steps=total))  # checkpoints record the run's own length
     if cfg.keep_checkpoints < 0:
         raise ConfigError("train.keep_checkpoints", f"must not be negative, got {cfg.keep_checkpoints}")
     out = Path(out) if out is not None else None
