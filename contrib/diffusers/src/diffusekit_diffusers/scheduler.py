@@ -87,6 +87,7 @@ class DiffusekitScheduler:
     order = 1
 
     def __init__(self, sampler: Sampler | str, source: Any) -> None:
+        self._run: _Run | None = None  # first: __del__ runs even when a check below refuses
         self.sampler = _sampler(sampler)
         if self.sampler.evaluations_per_step < 1:
             raise ShapeError(
@@ -105,7 +106,6 @@ class DiffusekitScheduler:
         self._plan: TimePlan | None = None
         self._index = 0
         self._carry: Any = None
-        self._run: _Run | None = None
 
     @classmethod
     def from_scheduler(cls, scheduler: Any, sampler: Sampler | str) -> DiffusekitScheduler:
