@@ -159,3 +159,24 @@ def test_none_entries_are_left_out_of_toml():
     recipe = attrs.evolve(loads_toml(VALID), guidance=None, dataset=None)
     assert "guidance" not in recipe_to_dict(recipe)
     assert loads_toml(dumps_toml(recipe)) == recipe
+
+
+def test_finetune_stages_inherit_what_they_do_not_set():
+    text = VALID + '[[finetune]]\nsteps = 3\nlr_schedule = "cosine"\n[[finetune]]\nlr = 1e-5\n'
+    recipe = loads_toml(text)
+    first, second = recipe.finetune
+    assert (first.steps, first.lr_schedule, first.lr) == (3, "cosine", recipe.train.lr)
+    assert (second.steps, second.lr_schedule, second.lr) == (3, "cosine", 1e-5)
+    # written back, each stage holds only what it changes from the stage before
+    assert recipe_to_dict(recipe)["finetune"] == [{"steps": 3, "lr_schedule": "cosine"}, {"lr": 1e-5}]
+    assert loads_toml(dumps_toml(recipe)) == recipe
+    # an override of the first stage's setting reaches the stages that inherit it
+    assert [s.batch_size for s in apply_overrides(recipe, {"train.batch_size": 7}).finetune] == [7, 7]
+    assert apply_overrides(recipe, {"finetune.1.steps": 9}).finetune[1].steps == 9
+    with pytest.raises(ConfigError, match=r"^finetune.2: finetune has 2 entries: index them 0 to 1"):
+        apply_overrides(recipe, {"finetune.2.steps": 9})
+    with pytest.raises(ConfigError, match=r"^finetune\[1\].lr_min: must lie in \[0, finetune\[1\].lr = 1e-05\]"):
+        validate(apply_overrides(recipe, {"finetune.1.lr_min": 0.1}), get_registry())
+    with pytest.raises(ConfigError, match=r"^finetune\[0\].stepz: unknown key"):
+        loads_toml(VALID + "[[finetune]]\nstepz = 3\n")
+    assert "finetune" not in recipe_to_dict(loads_toml(VALID))  # a one-stage recipe reads as before

@@ -17,6 +17,8 @@ from diffusekit.training import (
     plan_times,
     sample_times,
     size_buckets,
+    stage_file,
+    stages,
     widen_into,
 )
 from diffusekit_gaussian import DDIM, EpsilonPrediction, KarrasGrid, VPCosine
@@ -443,3 +445,80 @@ def test_a_run_started_from_a_checkpoint_starts_from_its_sampling_weights(tmp_pa
         torch.testing.assert_close(after.group("model")[name], value, rtol=0, atol=1e-9)
     with pytest.raises(ConfigError, match="resume and init exclude each other"):
         train(build(_recipe()), data, out=tuned, init=first, resume=True, progress=False)
+
+
+def _staged(**train):
+    recipe = _recipe(**train)
+    stage = attrs.evolve(recipe.train, steps=6, lr=1e-3, warmup_steps=1, lr_schedule="cosine", lr_min=1e-4)
+    return attrs.evolve(recipe, finetune=[stage])
+
+
+def _same_checkpoints(a, b):
+    (ta, step_a), (tb, step_b) = _state(a), _state(b)
+    assert step_a == step_b and ta.keys() == tb.keys()
+    for key in ta:
+        assert torch.equal(ta[key], tb[key]), key
+
+
+def test_a_finetune_stage_computes_what_a_run_from_the_stage_befores_weights_does(tmp_path):
+    data = _data()
+    staged = tmp_path / "staged.safetensors"
+    rows = []
+    train(build(_staged()), data, out=staged, progress=False, callback=rows.append)
+    # the oracle: the first stage's recipe, then the second's started from its checkpoint (--init)
+    first, second = stages(_staged())
+    assert first.train == _recipe().train and second.train.lr_schedule == "cosine" and not second.finetune
+    alone = tmp_path / "first.safetensors"
+    train(build(first), data, out=alone, progress=False)
+    tuned = tmp_path / "tuned.safetensors"
+    train(build(second), data, out=tuned, init=alone, progress=False)
+    _same_checkpoints(stage_file(staged, 1, 2), alone)
+    _same_checkpoints(staged, tuned)
+    ckpt = load_checkpoint(staged)
+    assert ckpt.step == 6 and ckpt.recipe == attrs.evolve(second, train=attrs.evolve(second.train, steps=6))
+    assert ckpt.metadata["diffusekit.init"] == "staged.stage1.safetensors (step 12)"
+    assert [(r["stage"], r["step"]) for r in rows] == [(1, 2), (1, 4), (1, 6), (1, 8), (1, 10), (1, 12)] + [
+        (2, 2),
+        (2, 4),
+        (2, 6),
+    ]
+    logged = (tmp_path / "staged.stage1.metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in logged] == [2, 4, 6, 8, 10, 12]
+    # in memory, the stages chain the same way
+    pipeline = build(_staged())
+    train(pipeline, data, progress=False)
+    for name, value in load_checkpoint(staged).weights().items():
+        assert torch.equal(pipeline.network.state_dict()[name], value), name
+
+
+def test_a_staged_run_resumes_the_latest_stage_it_reached(tmp_path):
+    data = _data()
+    straight = tmp_path / "straight.safetensors"
+    train(build(_staged()), data, out=straight, progress=False)
+    split = tmp_path / "split.safetensors"
+    # killed in the first stage at step 7: its checkpoint is the first stage's file
+    first = stage_file(split, 1, 2)
+    train(build(stages(_staged())[0]), data, out=first, steps=7, progress=False)
+    train(build(_staged()), data, out=split, resume=True, progress=False)
+    _same_checkpoints(split, straight)
+    # both stages done: resuming the last again changes nothing
+    train(build(_staged()), data, out=split, resume=True, progress=False)
+    _same_checkpoints(split, straight)
+    with pytest.raises(CheckpointError, match=r"split.stage1.safetensors already exists; continue it with --resume"):
+        train(build(_staged()), data, out=split, progress=False)
+    with pytest.raises(CheckpointError, match=r"no checkpoint at .*none.safetensors or of its earlier stages"):
+        train(build(_staged()), data, out=tmp_path / "none.safetensors", resume=True, progress=False)
+    with pytest.raises(CheckpointError, match=r"different recipe \(train.lr differs\)"):
+        train(build(_staged(lr=0.1)), data, out=split, resume=True, progress=False)
+
+
+def test_a_fresh_staged_run_over_an_old_one_leaves_none_of_the_old_stages(tmp_path):
+    data = _data()
+    out = tmp_path / "m.safetensors"
+    train(build(_staged()), data, out=out, steps=2, progress=False)
+    # replaced, then killed during the first stage: the old second stage must not be resumed later
+    train(build(stages(_staged())[0]), data, out=stage_file(out, 1, 2), steps=1, overwrite=True, progress=False)
+    out.unlink()
+    train(build(_staged()), data, out=out, steps=2, overwrite=True, progress=False)
+    assert load_checkpoint(out).metadata["diffusekit.init"] == "m.stage1.safetensors (step 2)"
+    assert load_checkpoint(out).step == 2

@@ -12,11 +12,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from diffusekit.errors import DiffusekitError
+
+if TYPE_CHECKING:
+    from diffusekit.recipe import Recipe
 
 KIND_NAMES = (
     "schedule",
@@ -500,15 +503,23 @@ def run(
     elif not force_train:
         what = f"method {recipe.method} ships no weights" if pipeline.method is not None else "a recipe has no weights"
         raise click.ClickException(
-            f"{what}; add --train to train {recipe.train.steps if steps is None else steps} steps first, "
+            f"{what}; add --train to train {_training_length(recipe, steps)} first, "
             "or sample a trained checkpoint with 'diffusekit sample'"
         )
     if shipped is None:
-        click.echo(f"training {recipe.train.steps if steps is None else steps} steps", err=True)
+        click.echo(f"training {_training_length(recipe, steps)}", err=True)
         out.mkdir(parents=True, exist_ok=True)  # the training loop writes its metrics next to the checkpoint
         # run's outputs are replaced on every run, the checkpoint among them
         train_loop(pipeline, out=out / "model.safetensors", overwrite=True, steps=steps, progress=progress)
     _sample_and_write(pipeline, num, out, progress, given)
+
+
+def _training_length(recipe: Recipe, steps: int | None) -> str:
+    """``"1000 steps"``, or for a recipe in stages ``"7000 + 4000 steps (2 stages)"``."""
+    lengths = [steps if steps is not None else cfg.steps for cfg in (recipe.train, *recipe.finetune)]
+    if len(lengths) == 1:
+        return f"{lengths[0]} steps"
+    return f"{' + '.join(map(str, lengths))} steps ({len(lengths)} stages)"
 
 
 @cli.command()

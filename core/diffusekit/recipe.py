@@ -140,6 +140,9 @@ class Recipe:
     method: str | None = None
     seed: int = 0
     train: TrainConfig = TrainConfig()
+    # later training stages, in order: each starts from the weights (EMA) the stage before ends
+    # with, with a fresh optimizer, and trains with these settings (see diffusekit.training.stages)
+    finetune: list[TrainConfig] = attrs.field(factory=list)
     sample: SampleConfig = SampleConfig()
 
 
@@ -225,12 +228,35 @@ def structure(data: Any, cls: type, path: str = "") -> Any:
 def recipe_from_dict(data: Mapping[str, Any]) -> Recipe:
     if not isinstance(data, Mapping):
         raise ConfigError("", f"a recipe is a table, got {type(data).__name__}")
-    return structure(dict(data), Recipe)
+    return structure(_inherit_stages(dict(data)), Recipe)
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
-    """Plain data; ``None`` entries are left out (TOML has no null)."""
-    return _drop_none(converter.unstructure(recipe))
+    """Plain data; ``None`` entries are left out (TOML has no null), and each ``finetune``
+    stage holds only the settings it changes from the stage before."""
+    data = _drop_none(converter.unstructure(recipe))
+    if data.get("finetune"):
+        previous, changes = data["train"], []
+        for stage in data["finetune"]:
+            changes.append({k: v for k, v in stage.items() if previous.get(k) != v})
+            previous = stage
+        data["finetune"] = changes
+    else:
+        data.pop("finetune", None)
+    return data
+
+
+def _inherit_stages(data: dict[str, Any]) -> dict[str, Any]:
+    """A ``[[finetune]]`` table sets what its stage changes: the rest is the stage before's."""
+    stages, previous = data.get("finetune"), data.get("train", {})
+    if not isinstance(stages, list) or not isinstance(previous, Mapping):
+        return data  # structuring reports what is malformed
+    filled = []
+    for stage in stages:
+        if isinstance(stage, Mapping):
+            stage = previous = {**previous, **stage}
+        filled.append(stage)
+    return {**data, "finetune": filled}
 
 
 def _drop_none(value: Any) -> Any:
@@ -308,19 +334,31 @@ def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any]) -> Recipe:
         keys = key.split(".")
         if not all(keys):
             raise ConfigError(key, "malformed key")
-        node = data
+        node: Any = data
         for depth, k in enumerate(keys[:-1]):
-            child = node.get(k)
-            if child is None:
-                child = node[k] = {}
-            if not isinstance(child, dict):
+            if isinstance(node, list):  # a list of tables (the finetune stages): the key is an index
+                child = node[_index(node, k, ".".join(keys[:depth]))]
+            else:
+                child = node.get(k)
+                if child is None:
+                    child = node[k] = {}
+            if not isinstance(child, (dict, list)):
                 raise ConfigError(".".join(keys[: depth + 1]), f"is a value ({child!r}), not a table")
             node = child
         last = keys[-1]
         if last in _COMPONENT_KEYS and isinstance(value, str):
             value = {"name": value}
-        node[last] = value
+        if isinstance(node, list):
+            node[_index(node, last, ".".join(keys[:-1]))] = value
+        else:
+            node[last] = value
     return recipe_from_dict(data)
+
+
+def _index(items: list[Any], key: str, path: str) -> int:
+    if not key.isdigit() or int(key) >= len(items):
+        raise ConfigError(f"{path}.{key}", f"{path} has {len(items)} entries: index them 0 to {len(items) - 1}")
+    return int(key)
 
 
 # --- components ----------------------------------------------------------------------------
@@ -407,27 +445,13 @@ def validate(recipe: Recipe, registry: Registry) -> None:
         spec = getattr(recipe, kind)
         if spec is not None:
             components[kind] = instantiate(registry, kind, spec, kind)
-    if recipe.train.objective is not None:
-        objective = instantiate(registry, "objective", recipe.train.objective, "train.objective")
-        objective.check(recipe)
     if recipe.method is not None:
         try:
             registry.resolve("method", recipe.method)
         except DiffusekitError as exc:
             raise ConfigError("method", str(exc)) from None
-    for key in ("steps", "batch_size", "log_every", "checkpoint_every"):
-        if getattr(recipe.train, key) < 1:
-            raise ConfigError(f"train.{key}", "must be at least 1")
-    if recipe.train.warmup_steps < 0:
-        raise ConfigError("train.warmup_steps", "must not be negative")
-    if recipe.train.micro_batch_size < 0:
-        raise ConfigError("train.micro_batch_size", "must not be negative (0: a process's whole share at once)")
-    if not recipe.train.grad_clip > 0:
-        raise ConfigError("train.grad_clip", "must be positive (inf disables clipping)")
-    if not 0.0 <= recipe.train.ema_decay <= 1.0:
-        raise ConfigError("train.ema_decay", "must lie in [0, 1]")
-    if not recipe.train.time_scale > 0:
-        raise ConfigError("train.time_scale", "must be positive")
+    for index, cfg in enumerate((recipe.train, *recipe.finetune)):
+        _check_train(recipe, cfg, "train" if index == 0 else f"finetune[{index - 1}]", registry)
     for key in ("num", "batch_size"):
         if getattr(recipe.sample, key) < 1:
             raise ConfigError(f"sample.{key}", "must be at least 1")
@@ -438,12 +462,6 @@ def validate(recipe: Recipe, registry: Registry) -> None:
             raise ConfigError(f"parts.{name}.shape", "sizes must be at least 1")
         if part.loss_weight < 0:
             raise ConfigError(f"parts.{name}.loss_weight", "must not be negative")
-    if not 0.0 <= recipe.train.condition_dropout <= 1.0:
-        raise ConfigError("train.condition_dropout", "must lie in [0, 1]")
-    if not 0.0 <= recipe.train.lr_min <= recipe.train.lr:
-        raise ConfigError("train.lr_min", f"must lie in [0, train.lr = {recipe.train.lr}], got {recipe.train.lr_min}")
-    if not 0 < recipe.train.lr <= 3.4e38:  # the optimizer steps in the weights' dtype, float32 by default
-        raise ConfigError("train.lr", f"must be a positive number up to 3.4e38 (float32), got {recipe.train.lr!r}")
     for name, part in recipe.parts.items():
         family, own = schedules[name].kind, parameterizations[name].kind
         if own != family:
@@ -461,3 +479,29 @@ def validate(recipe: Recipe, registry: Registry) -> None:
                 f"not {'/'.join(sorted(families - supports))} ones",
             )
     components["network"].check_parts(recipe.parts, schedules)
+
+
+def _check_train(recipe: Recipe, cfg: TrainConfig, path: str, registry: Registry) -> None:
+    """A ConfigError naming ``path.key`` for the first setting of one training stage out of range."""
+    for key in ("steps", "batch_size", "log_every", "checkpoint_every"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{path}.{key}", "must be at least 1")
+    if cfg.warmup_steps < 0:
+        raise ConfigError(f"{path}.warmup_steps", "must not be negative")
+    if cfg.micro_batch_size < 0:
+        raise ConfigError(f"{path}.micro_batch_size", "must not be negative (0: a process's whole share at once)")
+    if not cfg.grad_clip > 0:
+        raise ConfigError(f"{path}.grad_clip", "must be positive (inf disables clipping)")
+    if not 0.0 <= cfg.ema_decay <= 1.0:
+        raise ConfigError(f"{path}.ema_decay", "must lie in [0, 1]")
+    if not cfg.time_scale > 0:
+        raise ConfigError(f"{path}.time_scale", "must be positive")
+    if not 0.0 <= cfg.condition_dropout <= 1.0:
+        raise ConfigError(f"{path}.condition_dropout", "must lie in [0, 1]")
+    if not 0.0 <= cfg.lr_min <= cfg.lr:
+        raise ConfigError(f"{path}.lr_min", f"must lie in [0, {path}.lr = {cfg.lr}], got {cfg.lr_min}")
+    if not 0 < cfg.lr <= 3.4e38:  # the optimizer steps in the weights' dtype, float32 by default
+        raise ConfigError(f"{path}.lr", f"must be a positive number up to 3.4e38 (float32), got {cfg.lr!r}")
+    if cfg.objective is not None:
+        objective = instantiate(registry, "objective", cfg.objective, f"{path}.objective")
+        objective.check(attrs.evolve(recipe, train=cfg, finetune=[]))

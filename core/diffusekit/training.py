@@ -604,6 +604,26 @@ def _no_sync(engine: torch.nn.Module):
         yield
 
 
+def stages(recipe: Recipe) -> list[Recipe]:
+    """The recipe's training stages, each as the recipe of a run of its own: the first trains
+    with ``train``, each later one with its ``finetune`` entry (and no further stages).
+
+    A later stage starts from the sampling (EMA) weights the stage before ends with, with a
+    fresh optimizer and EMA, and draws its steps as a fresh run does: it computes exactly what
+    ``diffusekit train --init <the stage before's checkpoint>`` with its settings computes. That
+    is the usual pretrain-then-anneal recipe (a constant learning rate, then a cosine decay to a
+    small one from the averaged weights), and how a fine-tuning objective follows pre-training.
+    """
+    return [attrs.evolve(recipe, train=cfg, finetune=[]) for cfg in (recipe.train, *recipe.finetune)]
+
+
+def stage_file(out: Path, stage: int, count: int) -> Path:
+    """Where stage ``stage`` (1-based) of ``count`` writes its checkpoint: the last at ``out``,
+    each earlier one beside it as ``<stem>.stage<N><suffix>`` (kept: a finished stage's weights
+    are what the next one starts from)."""
+    return out if stage == count else out.with_name(f"{out.stem}.stage{stage}{out.suffix}")
+
+
 def train(
     pipeline: Pipeline,
     data: Data | None = None,
@@ -627,26 +647,113 @@ def train(
     to ``metrics`` (default: next to ``out``); with ``out`` the file is cut back to the
     rows of the steps the run starts from (none for a fresh run).
 
+    A recipe with ``finetune`` stages runs them in order (:func:`stages`), each with its own
+    checkpoint (:func:`stage_file`) and metrics file, the last at ``out``; ``init`` then starts
+    the first stage, ``steps`` sets every stage's length, and ``resume`` continues the latest
+    stage that has a checkpoint. Metric rows of such a run carry their ``stage`` (1-based).
+
     Raises :class:`~diffusekit.errors.TrainingDiverged` at the first step whose loss or
     gradient norm is not finite, or when a checkpoint's tensors are not; the
     checkpoint at ``out`` then stays the last finite one.
     """
+    runs = stages(pipeline.recipe)
+    count = len(runs)
+    out = Path(out) if out is not None else None
+    metrics = Path(metrics) if metrics is not None else None
+    if count == 1 or (resume and overwrite) or (resume and init is not None) or (resume and out is None):
+        # one stage, or arguments the stage refuses as it would for one
+        start = None if init is None else _init_weights(init)
+        return _train_stage(pipeline, data, out, resume, overwrite, start, steps, progress, metrics, callback, None)
+    files = [stage_file(out, n, count) if out is not None else None for n in range(1, count + 1)]
+    logs = [stage_file(metrics, n, count) if metrics is not None else None for n in range(1, count + 1)]
+    if out is not None:
+        _check_out(out)
+    first = 0
+    if resume:
+        found = [i for i, f in enumerate(files) if f is not None and f.is_file()]
+        if not found:
+            raise CheckpointError(f"nothing to resume: no checkpoint at {out} or of its earlier stages ({files[0]})")
+        first = found[-1]
+        for i in found[:-1]:  # the stages the resumed one started from were trained as the recipe says
+            differs = training_difference(load_checkpoint(files[i]).recipe, runs[i])
+            if differs:
+                raise CheckpointError(
+                    f"{files[i]}: the checkpoint was trained with a different recipe ({differs} differs); cannot resume"
+                )
+    elif out is not None:
+        for f in files:
+            if not overwrite and (f.exists() or f.is_symlink()):
+                raise CheckpointError(f"{f} already exists; continue it with --resume or replace it with --overwrite")
+        for f in files[1:]:  # an earlier run's later stages: resuming must not take them for this run's
+            f.unlink(missing_ok=True)
+    data = load_data(pipeline) if data is None else data
+    start = None if init is None else _init_weights(init)
+    result = None
+    for i in range(first, count):
+        if i > first:
+            start = _init_weights(files[i - 1]) if files[i - 1] is not None else _current_weights(pipeline, i)
+        result = _train_stage(
+            attrs.evolve(pipeline, recipe=runs[i]),
+            data,
+            files[i],
+            resume and i == first,
+            overwrite,
+            start if not (resume and i == first) else None,
+            steps,
+            progress,
+            logs[i],
+            callback,
+            (i + 1, count),
+        )
+    assert result is not None
+    return result
+
+
+def _check_out(out: Path) -> None:
+    if out.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(f"{out}: checkpoints are safetensors files; use a .safetensors name")
+    if out.is_dir():
+        raise CheckpointError(f"{out} is a folder; name the checkpoint file")
+
+
+def _init_weights(path: str | Path) -> tuple[str, dict[str, Tensor]]:
+    """A checkpoint's sampling weights and how a run started from them names them."""
+    source = load_checkpoint(path)
+    return f"{Path(path).name} (step {source.step})", source.weights()
+
+
+def _current_weights(pipeline: Pipeline, stage: int) -> tuple[str, dict[str, Tensor]]:
+    state = {k: v.detach().clone() for k, v in pipeline.network.state_dict().items()}
+    return f"stage {stage} (in memory)", state
+
+
+def _train_stage(
+    pipeline: Pipeline,
+    data: Data | None,
+    out: Path | None,
+    resume: bool,
+    overwrite: bool,
+    init: tuple[str, dict[str, Tensor]] | None,
+    steps: int | None,
+    progress: bool,
+    metrics: Path | None,
+    callback: Callable[[dict[str, Any]], None] | None,
+    stage: tuple[int, int] | None,
+) -> TrainResult:
+    """One run of :func:`train`: ``init`` is (a name, weights) to start from; ``stage`` is
+    (this stage, the number of stages) when the recipe has several."""
     recipe = pipeline.recipe
     cfg = recipe.train
     total = _check_steps(cfg.steps, "train.steps") if steps is None else _check_steps(steps, "steps")
     recipe = attrs.evolve(recipe, train=attrs.evolve(cfg, steps=total))  # checkpoints record the run's own length
     if cfg.keep_checkpoints < 0:
         raise ConfigError("train.keep_checkpoints", f"must not be negative, got {cfg.keep_checkpoints}")
-    out = Path(out) if out is not None else None
     if resume and overwrite:
         raise ConfigError("", "resume and overwrite exclude each other: continue the checkpoint or replace it")
     if resume and init is not None:
         raise ConfigError("", "resume and init exclude each other: a resumed run already has its weights")
     if out is not None:
-        if out.suffix.lower() in PICKLE_SUFFIXES:
-            raise CheckpointError(f"{out}: checkpoints are safetensors files; use a .safetensors name")
-        if out.is_dir():
-            raise CheckpointError(f"{out} is a folder; name the checkpoint file")
+        _check_out(out)
         if resume and not out.is_file():
             raise CheckpointError(f"nothing to resume: no checkpoint at {out}")
         if not resume and not overwrite:
@@ -675,17 +782,16 @@ def train(
     buckets = size_buckets(data, cfg.buckets)
     if metrics is None and out is not None:
         metrics = out.with_suffix(".metrics.jsonl")
-    metrics = Path(metrics) if metrics is not None else None
 
     start = 0
     ckpt = None
     provenance: dict[str, str] = {}  # where the weights started, kept through resumes
     if init is not None:
-        source = load_checkpoint(init)
-        for note in widen_into(network, source.weights(), str(init)):
+        source, source_weights = init
+        for note in widen_into(network, source_weights, source):
             if world.main:
                 print(f"init: {note}", file=sys.stderr)
-        provenance["diffusekit.init"] = f"{Path(init).name} (step {source.step})"
+        provenance["diffusekit.init"] = source
     elif not resume:
         start_weights = objective.initial_weights(recipe)  # a student starts as its teacher
         if start_weights is not None:
@@ -784,7 +890,8 @@ def train(
     if progress and world.main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+        desc = "train" if stage is None else f"stage {stage[0]}/{stage[1]}"
+        bar = tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True)
     network.train()
     loss_value = float("nan")
     began = time.perf_counter()
@@ -851,6 +958,8 @@ def train(
                     "elapsed_s": round(time.perf_counter() - began, 3),
                 }
                 record.update({f"loss.{name}": v.item() for name, v in terms.items()})
+                if stage is not None:
+                    record["stage"] = stage[0]
                 if log is not None:
                     log.write(json.dumps(record) + "\n")
                     log.flush()

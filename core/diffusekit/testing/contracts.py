@@ -845,7 +845,7 @@ def method_contracts(method: Method, registry: Registry | None) -> dict[str, tup
         if path is None:
             return
         from diffusekit.checkpoint import load_checkpoint
-        from diffusekit.training import training_difference
+        from diffusekit.training import stages, training_difference
 
         checkpoint = load_checkpoint(path)
         recipe = method.recipe()
@@ -853,12 +853,14 @@ def method_contracts(method: Method, registry: Registry | None) -> dict[str, tup
         assert shipped.parts == recipe.parts and shipped.network == recipe.network, (
             f"shipped weights {path} were trained with another model than the method's recipe"
         )
-        # trained as the recipe says (bookkeeping such as the planned step count aside), for its steps,
-        # so `diffusekit train METHOD` reproduces them
-        differs = training_difference(shipped, recipe)
-        assert differs is None, f"shipped weights {path} were trained with another {differs} than the recipe's"
-        assert checkpoint.step == recipe.train.steps, (
-            f"shipped weights {path} are from step {checkpoint.step}, the recipe trains {recipe.train.steps} steps"
+        # trained as the recipe's last stage says (bookkeeping such as the planned step count aside),
+        # for its steps, so `diffusekit train METHOD` reproduces them
+        last = stages(recipe)[-1]
+        which = "recipe's" if not recipe.finetune else "recipe's last finetune stage's"
+        differs = training_difference(shipped, last)
+        assert differs is None, f"shipped weights {path} were trained with another {differs} than the {which}"
+        assert checkpoint.step == last.train.steps, (
+            f"shipped weights {path} are from step {checkpoint.step}, the {which} trains {last.train.steps} steps"
         )
 
     return {

@@ -138,5 +138,6 @@ def recipes() -> st.SearchStrategy[Recipe]:
         method=st.none() | _names,
         seed=st.integers(0, 2**63 - 1),
         train=train,
+        finetune=st.lists(train, max_size=2),
         sample=st.builds(SampleConfig, st.integers(1, 10**5), st.integers(1, 4096)),
     )

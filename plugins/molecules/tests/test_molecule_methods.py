@@ -135,23 +135,28 @@ def test_the_shipped_weights_are_the_recipes_and_small(method):
     assert set(checkpoint.tensors) == {f"ema.{k}" for k in build(recipe).network.state_dict()}
 
 
-def test_pretrained_samples_as_the_method_does_now_not_as_its_weights_were_trained():
-    """The shipped weights were trained when the recipe sampled with DPM-Solver++(2M); the recipe
-    now samples with the ancestral sampler. ``pretrained`` (like ``diffusekit run``) uses the
+def test_pretrained_samples_as_the_method_does_now_not_as_its_weights_were_trained(tmp_path: Path, monkeypatch):
+    """Weights trained when the recipe sampled with DPM-Solver++(2M), under a recipe that now
+    samples with the ancestral sampler: ``pretrained`` (like ``diffusekit run``) uses the
     method's recipe; ``load`` of the weights' file keeps the file's."""
     from diffusekit import load, pretrained
-    from diffusekit.checkpoint import load_checkpoint
+    from diffusekit.checkpoint import load_checkpoint, save_checkpoint
 
     method = methods.QM9Method()
-    stored = load_checkpoint(method.weights()).recipe
+    shipped = load_checkpoint(method.weights())
+    stored = attrs.evolve(shipped.recipe, sampler=ComponentSpec("gaussian:dpmpp_2m"))
     assert stored.sampler != method.recipe().sampler  # the case this test is about
+    older = tmp_path / "older.safetensors"
+    save_checkpoint(older, {f"ema.{k}": v for k, v in shipped.weights().items()}, stored, step=shipped.step)
+    monkeypatch.setattr(methods.QM9Method, "weights", lambda self: older)
     pipe = pretrained("molecules:qm9")
     assert pipe.recipe == method.recipe() and type(pipe.sampler).__name__ == "DDPM"
-    assert load(method.weights()).recipe.sampler == stored.sampler
+    assert load(older).recipe.sampler == stored.sampler
+    assert type(load(older).sampler).__name__ == "DPMSolverPP2M"
     fewer = pretrained("molecules:qm9", **{"grid.steps": 10})
     assert fewer.recipe.grid.params["steps"] == 10
     weights = pipe.network.state_dict()
-    assert all(torch.equal(weights[k], v) for k, v in load(method.weights()).network.state_dict().items())
+    assert all(torch.equal(weights[k], v) for k, v in load(older).network.state_dict().items())
 
 
 def test_run_writes_molecules_from_the_shipped_weights(tmp_path: Path):
