@@ -140,10 +140,10 @@ class Recipe:
     method: str | None = None
     seed: int = 0
     train: TrainConfig = TrainConfig()
+    sample: SampleConfig = SampleConfig()
     # later training stages, in order: each starts from the weights (EMA) the stage before ends
     # with, with a fresh optimizer, and trains with these settings (see diffusekit.training.stages)
     finetune: list[TrainConfig] = attrs.field(factory=list)
-    sample: SampleConfig = SampleConfig()
 
 
 # --- strict structuring: no silent int('10') or int(3.7) --------------------------------
