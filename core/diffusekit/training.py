@@ -681,11 +681,12 @@ def train(
                     f"{files[i]}: the checkpoint was trained with a different recipe ({differs} differs); cannot resume"
                 )
     elif out is not None:
-        for f in files:
-            if not overwrite and (f.exists() or f.is_symlink()):
-                raise CheckpointError(f"{f} already exists; continue it with --resume or replace it with --overwrite")
-        for f in files[1:]:  # an earlier run's later stages: resuming must not take them for this run's
-            f.unlink(missing_ok=True)
+        for f, run in zip(files, runs, strict=True):
+            if not overwrite:
+                _refuse_existing(f, run.train)
+        if distributed.world().main:
+            for f in files[1:]:  # an earlier run's later stages: resuming must not take them for this run's
+                f.unlink(missing_ok=True)
     data = load_data(pipeline) if data is None else data
     start = None if init is None else _init_weights(init)
     result = None
@@ -707,6 +708,14 @@ def train(
         )
     assert result is not None
     return result
+
+
+def _refuse_existing(out: Path, cfg: TrainConfig) -> None:
+    """A CheckpointError if a run's checkpoint at ``out``, or one it kept, exists."""
+    earlier = sorted(kept_checkpoints(out).values()) if cfg.keep_checkpoints else []
+    existing = out if out.exists() or out.is_symlink() else (earlier[0] if earlier else None)
+    if existing is not None:
+        raise CheckpointError(f"{existing} already exists; continue it with --resume or replace it with --overwrite")
 
 
 def _check_out(out: Path) -> None:
@@ -757,12 +766,7 @@ def _train_stage(
         if resume and not out.is_file():
             raise CheckpointError(f"nothing to resume: no checkpoint at {out}")
         if not resume and not overwrite:
-            earlier = sorted(kept_checkpoints(out).values()) if cfg.keep_checkpoints else []
-            existing = out if out.exists() or out.is_symlink() else (earlier[0] if earlier else None)
-            if existing is not None:
-                raise CheckpointError(
-                    f"{existing} already exists; continue it with --resume or replace it with --overwrite"
-                )
+            _refuse_existing(out, cfg)
     elif resume:
         raise CheckpointError("nothing to resume: no checkpoint path given")
     if not isinstance(pipeline.denoiser, Denoiser):
