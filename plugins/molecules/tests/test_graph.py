@@ -159,7 +159,7 @@ def test_the_bonds_method_trains_and_samples_symmetric_graphs():
         grid=ComponentSpec("uniform", {"steps": 4}),
         dataset=ComponentSpec("molecules:qm9", {"split": "valid", "limit": 16, "atoms": "graph"}),
     )
-    recipe = attrs.evolve(recipe, train=attrs.evolve(recipe.train, steps=2, batch_size=4, warmup_steps=0))
+    recipe = attrs.evolve(recipe, train=attrs.evolve(recipe.train, steps=2, batch_size=4, warmup_steps=0), finetune=[])
     pipeline = build(recipe)
     result = train(pipeline, progress=False)
     assert result.step == 2 and np.isfinite(result.loss)

@@ -72,6 +72,12 @@ def test_a_trained_checkpoint_samples_sdf_that_rdkit_reads_back(tmp_path: Path):
     ]  # fmt: skip
     done = run("train", "molecules:qm9", "--out", str(ckpt), "--steps", "2", "--no-progress", *small)
     assert done.returncode == 0, done.stderr
+    # the recipe's two stages: the first's checkpoint kept beside the second's, which started from it
+    from diffusekit.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "tiny.stage1.safetensors").step == 2
+    assert load_checkpoint(ckpt).metadata["diffusekit.init"] == "tiny.stage1.safetensors (step 2)"
+    assert load_checkpoint(ckpt).recipe.train.lr_schedule == "cosine"
     out = tmp_path / "out"
     done = run("sample", str(ckpt), "--num", "5", "--out", str(out), "--set", "grid.steps=4", "--no-progress")
     assert done.returncode == 0, done.stderr
@@ -108,7 +114,7 @@ def test_categorical_atom_types_train_and_sample_beside_gaussian_positions():
         grid=ComponentSpec("uniform", {"steps": 5}),
         dataset=ComponentSpec("molecules:qm9", {"split": "valid", "limit": 16, "atoms": "tokens"}),
     )
-    recipe = attrs.evolve(recipe, train=attrs.evolve(recipe.train, steps=2, batch_size=4, warmup_steps=0))
+    recipe = attrs.evolve(recipe, train=attrs.evolve(recipe.train, steps=2, batch_size=4, warmup_steps=0), finetune=[])
     pipeline = build(recipe)
     result = train(pipeline, progress=False)
     assert result.step == 2 and np.isfinite(result.loss)
