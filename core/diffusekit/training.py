@@ -660,8 +660,13 @@ def train(
     count = len(runs)
     out = Path(out) if out is not None else None
     metrics = Path(metrics) if metrics is not None else None
-    if count == 1 or (resume and overwrite) or (resume and init is not None) or (resume and out is None):
-        # one stage, or arguments the stage refuses as it would for one
+    if resume and overwrite:
+        raise ConfigError("", "resume and overwrite exclude each other: continue the checkpoint or replace it")
+    if resume and init is not None:
+        raise ConfigError("", "resume and init exclude each other: a resumed run already has its weights")
+    if resume and out is None:
+        raise CheckpointError("nothing to resume: no checkpoint path given")
+    if count == 1:
         start = None if init is None else _init_weights(init)
         return _train_stage(pipeline, data, out, resume, overwrite, start, steps, progress, metrics, callback, None)
     files = [stage_file(out, n, count) if out is not None else None for n in range(1, count + 1)]
@@ -757,18 +762,12 @@ def _train_stage(
     recipe = attrs.evolve(recipe, train=attrs.evolve(cfg, steps=total))  # checkpoints record the run's own length
     if cfg.keep_checkpoints < 0:
         raise ConfigError("train.keep_checkpoints", f"must not be negative, got {cfg.keep_checkpoints}")
-    if resume and overwrite:
-        raise ConfigError("", "resume and overwrite exclude each other: continue the checkpoint or replace it")
-    if resume and init is not None:
-        raise ConfigError("", "resume and init exclude each other: a resumed run already has its weights")
     if out is not None:
         _check_out(out)
         if resume and not out.is_file():
             raise CheckpointError(f"nothing to resume: no checkpoint at {out}")
         if not resume and not overwrite:
             _refuse_existing(out, cfg)
-    elif resume:
-        raise CheckpointError("nothing to resume: no checkpoint path given")
     if not isinstance(pipeline.denoiser, Denoiser):
         raise ConfigError("", "training needs the pipeline's own Denoiser (build the recipe, then train)")
     world = distributed.world()
