@@ -516,7 +516,7 @@ def run(
 
 def _training_length(recipe: Recipe, steps: int | None) -> str:
     """``"1000 steps"``, or for a recipe in stages ``"7000 + 4000 steps (2 stages)"``."""
-    lengths = [steps if steps is not None else cfg.steps for cfg in (recipe.train, *recipe.finetune)]
+    lengths = [steps if steps is not None else cfg.steps for cfg in recipe.train_stages]
     if len(lengths) == 1:
         return f"{lengths[0]} steps"
     return f"{' + '.join(map(str, lengths))} steps ({len(lengths)} stages)"

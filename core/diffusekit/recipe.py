@@ -145,6 +145,11 @@ class Recipe:
     # with, with a fresh optimizer, and trains with these settings (see diffusekit.training.stages)
     finetune: list[TrainConfig] = attrs.field(factory=list)
 
+    @property
+    def train_stages(self) -> tuple[TrainConfig, ...]:
+        """The settings of every training stage in order: ``train``, then each ``finetune``."""
+        return (self.train, *self.finetune)
+
 
 # --- strict structuring: no silent int('10') or int(3.7) --------------------------------
 
@@ -450,7 +455,7 @@ def validate(recipe: Recipe, registry: Registry) -> None:
             registry.resolve("method", recipe.method)
         except DiffusekitError as exc:
             raise ConfigError("method", str(exc)) from None
-    for index, cfg in enumerate((recipe.train, *recipe.finetune)):
+    for index, cfg in enumerate(recipe.train_stages):
         _check_train(recipe, cfg, "train" if index == 0 else f"finetune[{index - 1}]", registry)
     for key in ("num", "batch_size"):
         if getattr(recipe.sample, key) < 1:

@@ -614,7 +614,7 @@ def stages(recipe: Recipe) -> list[Recipe]:
     is the usual pretrain-then-anneal recipe (a constant learning rate, then a cosine decay to a
     small one from the averaged weights), and how a fine-tuning objective follows pre-training.
     """
-    return [attrs.evolve(recipe, train=cfg, finetune=[]) for cfg in (recipe.train, *recipe.finetune)]
+    return [attrs.evolve(recipe, train=cfg, finetune=[]) for cfg in recipe.train_stages]
 
 
 def stage_file(out: Path, stage: int, count: int) -> Path:
