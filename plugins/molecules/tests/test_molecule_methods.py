@@ -72,12 +72,16 @@ def test_a_trained_checkpoint_samples_sdf_that_rdkit_reads_back(tmp_path: Path):
     ]  # fmt: skip
     done = run("train", "molecules:qm9", "--out", str(ckpt), "--steps", "2", "--no-progress", *small)
     assert done.returncode == 0, done.stderr
-    # the recipe's two stages: the first's checkpoint kept beside the second's, which started from it
+    # the recipe's three stages: each earlier one's checkpoint kept beside the last, each stage
+    # started from the one before
     from diffusekit.checkpoint import load_checkpoint
 
     assert load_checkpoint(tmp_path / "tiny.stage1.safetensors").step == 2
-    assert load_checkpoint(ckpt).metadata["diffusekit.init"] == "tiny.stage1.safetensors (step 2)"
-    assert load_checkpoint(ckpt).recipe.train.lr_schedule == "cosine"
+    second = load_checkpoint(tmp_path / "tiny.stage2.safetensors")
+    assert second.metadata["diffusekit.init"] == "tiny.stage1.safetensors (step 2)"
+    assert second.recipe.train.lr_schedule == "cosine"
+    assert load_checkpoint(ckpt).metadata["diffusekit.init"] == "tiny.stage2.safetensors (step 2)"
+    assert load_checkpoint(ckpt).recipe.train.lr == 1e-4
     out = tmp_path / "out"
     done = run("sample", str(ckpt), "--num", "5", "--out", str(out), "--set", "grid.steps=4", "--no-progress")
     assert done.returncode == 0, done.stderr
