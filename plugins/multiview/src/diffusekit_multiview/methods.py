@@ -106,7 +106,7 @@ class ShapesMethod(Method):
     shape: str | None = attrs.field(default=None, validator=v.optional(v.in_(primitives.KINDS)))
 
     def recipe(self) -> Recipe:
-        return Recipe(
+        recipe = Recipe(
             parts={
                 PART: PartSpec(
                     shape=(VIEWS, 3, SIZE, SIZE),
@@ -150,6 +150,12 @@ class ShapesMethod(Method):
             ),
             sample=SampleConfig(num=8, batch_size=8),
         )
+        # from stage 1's EMA weights the rate falls to 1e-5 on a cosine, with a shorter average
+        # (0.995), which suits a run this short (docs/benchmarks.md §10)
+        decay = attrs.evolve(
+            recipe.train, steps=1500, warmup_steps=100, lr_schedule="cosine", lr_min=1e-5, ema_decay=0.995
+        )
+        return attrs.evolve(recipe, finetune=[decay])
 
     def weights(self) -> Path | None:
         return packaged_weights("diffusekit_multiview", "shapes")
