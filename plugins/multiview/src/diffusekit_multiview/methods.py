@@ -100,7 +100,9 @@ class ShapesMethod(Method):
     camera code, CAT3D, Gao et al., 2024) trained with v-prediction on the cosine schedule and per-view time (every view its own
     training time; one shared time for 30% of samples; random views held given for half the
     samples, so the same weights do novel-view synthesis). The shape class is dropped for 10% of
-    samples (classifier-free guidance, ``guidance.scale``); the cameras never are.
+    samples (classifier-free guidance, ``guidance.scale``); the cameras never are. Training runs
+    in two stages: 3,000 steps at a constant learning rate, then 1,500 from their EMA weights with
+    the rate decaying to 1e-5 on a cosine (a ``finetune`` stage).
     """
 
     shape: str | None = attrs.field(default=None, validator=v.optional(v.in_(primitives.KINDS)))
