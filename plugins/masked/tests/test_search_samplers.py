@@ -219,12 +219,14 @@ def test_path_log_probability_is_the_oracle_log_probability_along_any_order(seed
 @settings(max_examples=5, deadline=None)
 @given(st.integers(0, 2**31 - 1))
 def test_beam_search_with_enough_beams_returns_the_mode(seed):
-    """With max_d C(4, d) 3^d = 108 beams no partial sequence is ever dropped: the argmax of the oracle."""
+    """With max_d C(4, d) 3^d = 108 beams no partial sequence is ever dropped: a most probable
+    sequence of the oracle. A Markov chain can have several (the same transitions in another
+    order, e.g. 2202 and 2022), so the check is on the probability, not the sequence."""
     process = Absorbing(num_classes=4)
     oracle = SequenceOracle.markov_chain(process, 4, 3, seed=seed)
     out = BeamSearch(beams=108, tokens_per_step=1).sample(oracle, (2, 4), UniformGrid(steps=4))
-    mode = oracle.sequences[oracle.log_probs.argmax()]
-    assert torch.equal(out, mode.expand(2, 4))
+    best = oracle.log_probs.max()
+    torch.testing.assert_close(_log_p(oracle, out), best.expand(2), rtol=0, atol=1e-9)
 
 
 @settings(max_examples=5, deadline=None)
@@ -241,7 +243,9 @@ def test_beam_search_completes_given_tokens_with_the_most_probable_completion(se
     for b in range(3):
         consistent = (oracle.sequences == truth[b]).where(given_mask[b], torch.ones_like(truth[b], dtype=torch.bool))
         allowed = oracle.log_probs.masked_fill(~consistent.all(1), -torch.inf)
-        assert torch.equal(out[b], oracle.sequences[allowed.argmax()])
+        assert torch.equal(out[b][given_mask[b]], truth[b][given_mask[b]])
+        # a most probable completion (ties: see the test above)
+        torch.testing.assert_close(_log_p(oracle, out[b : b + 1])[0], allowed.max(), rtol=0, atol=1e-9)
 
 
 def test_search_evaluates_every_candidate_once_per_step():
