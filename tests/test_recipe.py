@@ -180,3 +180,17 @@ def test_finetune_stages_inherit_what_they_do_not_set():
     with pytest.raises(ConfigError, match=r"^finetune\[0\].stepz: unknown key"):
         loads_toml(VALID + "[[finetune]]\nstepz = 3\n")
     assert "finetune" not in recipe_to_dict(loads_toml(VALID))  # a one-stage recipe reads as before
+
+
+def test_a_later_stage_can_go_back_to_the_default_objective():
+    """TOML has no null: a stage drops the stage before's objective by naming the default one."""
+    text = VALID + 'objective = {name = "x:distil", k = 2}\n[[finetune]]\nobjective = "core:denoising"\n'
+    recipe = loads_toml(text)
+    assert recipe.train.objective == ComponentSpec("x:distil", {"k": 2}) and recipe.finetune[0].objective is None
+    assert recipe_to_dict(recipe)["finetune"] == [{"objective": {"name": "core:denoising"}}]
+    for built in (recipe, attrs.evolve(recipe, finetune=[attrs.evolve(recipe.train, objective=None, lr=1e-5)])):
+        assert loads_toml(dumps_toml(built)) == built and loads_json(dumps_json(built)) == built
+    # the default spelt out is the default: recipes that differ only in that are equal
+    assert attrs.evolve(recipe.train, objective=ComponentSpec("denoising")) == attrs.evolve(
+        recipe.train, objective=None
+    )

@@ -499,7 +499,9 @@ def run(
             )
         pipeline = _under_new_schedules(pipeline, checkpoint.recipe)
         pipeline.load_weights(checkpoint.weights(), source=str(shipped))
-        click.echo(f"loaded shipped weights {shipped.name} (trained {checkpoint.step} steps)", err=True)
+        click.echo(
+            f"loaded shipped weights {shipped.name} (trained {_shipped_length(pipeline.method, checkpoint)})", err=True
+        )
     elif not force_train:
         what = f"method {recipe.method} ships no weights" if pipeline.method is not None else "a recipe has no weights"
         raise click.ClickException(
@@ -512,6 +514,15 @@ def run(
         # run's outputs are replaced on every run, the checkpoint among them
         train_loop(pipeline, out=out / "model.safetensors", overwrite=True, steps=steps, progress=progress)
     _sample_and_write(pipeline, num, out, progress, given)
+
+
+def _shipped_length(method: Any, checkpoint: Any) -> str:
+    """How long shipped weights were trained: the checkpoint's steps, or, for weights from the
+    last stage of the method's staged recipe, every stage's (the checkpoint counts its own only)."""
+    recipe = method.recipe()
+    if len(recipe.train_stages) > 1 and checkpoint.step == recipe.train_stages[-1].steps:
+        return _training_length(recipe, None)
+    return f"{checkpoint.step} steps"
 
 
 def _training_length(recipe: Recipe, steps: int | None) -> str:

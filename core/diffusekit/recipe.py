@@ -56,6 +56,19 @@ class ComponentSpec:
     params: dict[str, Any] = attrs.field(factory=dict)
 
 
+# the default objective, spelt out: how a later training stage says it drops the stage before's
+# objective (TOML has no null)
+DENOISING = ComponentSpec("core:denoising")
+
+
+def _plain_denoising(spec: ComponentSpec | None) -> ComponentSpec | None:
+    """``None`` for the default objective however it is named, so recipes that differ only in
+    spelling it out compare equal."""
+    if spec is not None and spec.name in {DENOISING.name, "denoising"} and not spec.params:
+        return None
+    return spec
+
+
 @attrs.frozen
 class PartSpec:
     """One part of the state: its per-sample shape, schedule and parameterization.
@@ -116,7 +129,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network for training
     shard: bool = False  # with several processes: FSDP (fully sharded parameters, gradients, optimizer state), not DDP
     # the loss each step minimises (a registered objective); none: the denoising loss (core:denoising)
-    objective: ComponentSpec | None = None
+    objective: ComponentSpec | None = attrs.field(default=None, converter=_plain_denoising)
 
 
 @attrs.frozen
@@ -243,7 +256,10 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     if data.get("finetune"):
         previous, changes = data["train"], []
         for stage in data["finetune"]:
-            changes.append({k: v for k, v in stage.items() if previous.get(k) != v})
+            change = {k: v for k, v in stage.items() if previous.get(k) != v}
+            if "objective" in previous and "objective" not in stage:  # back to the default: say so
+                change["objective"] = converter.unstructure(DENOISING)
+            changes.append(change)
             previous = stage
         data["finetune"] = changes
     else:

@@ -126,6 +126,7 @@ def recipes() -> st.SearchStrategy[Recipe]:
         time_distribution=st.sampled_from(["uniform", "logit_normal"]),
         time_loc=st.floats(-3, 3),
         time_scale=st.floats(0.1, 3),
+        objective=st.none() | component_specs(),
     )
     return st.builds(
         Recipe,

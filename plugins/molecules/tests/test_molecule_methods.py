@@ -173,6 +173,9 @@ def test_run_writes_molecules_from_the_shipped_weights(tmp_path: Path):
     out = tmp_path / "qm9"
     done = run("run", "molecules:qm9", "--num", "6", "--out", str(out), "--set", "grid.steps=20", "--no-progress")
     assert done.returncode == 0, done.stderr
+    # the weights are the last of the recipe's stages; the run says how long all of them trained
+    stages = [cfg.steps for cfg in methods.QM9Method().recipe().train_stages]
+    assert len(stages) > 1 and " + ".join(map(str, stages)) + " steps" in done.stderr
     mols = list(Chem.SDMolSupplier(str(out / "molecules.sdf"), sanitize=False, removeHs=False))
     assert len(mols) == 6 and all(m is not None and m.GetNumConformers() == 1 for m in mols)
     sizes = methods.QM9Method().sizes(6, seed=0)
