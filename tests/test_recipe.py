@@ -182,6 +182,18 @@ def test_finetune_stages_inherit_what_they_do_not_set():
     assert "finetune" not in recipe_to_dict(loads_toml(VALID))  # a one-stage recipe reads as before
 
 
+def test_a_stage_seed_equal_to_the_recipes_reads_as_none_and_round_trips():
+    """A stage's ``seed`` is its own draws' seed; the recipe's seed spelt out is none (one
+    spelling), which is how a later stage goes back to it in TOML."""
+    text = VALID + "seed = 9\n[[finetune]]\nlr = 1e-4\n[[finetune]]\nseed = 3\n"
+    recipe = loads_toml(text)  # VALID's recipe has seed 3
+    assert [cfg.seed for cfg in recipe.train_stages] == [9, 9, None]
+    assert recipe_to_dict(recipe)["finetune"] == [{"lr": 1e-4}, {"seed": 3}]
+    assert loads_toml(dumps_toml(recipe)) == recipe and loads_json(dumps_json(recipe)) == recipe
+    # the recipe's seed becomes the stages' own: they draw with it, spelt none
+    assert [cfg.seed for cfg in attrs.evolve(recipe, seed=9).train_stages] == [None, None, None]
+
+
 def test_a_later_stage_can_go_back_to_the_default_objective():
     """TOML has no null: a stage drops the stage before's objective by naming the default one."""
     text = VALID + 'objective = {name = "x:distil", k = 2}\n[[finetune]]\nobjective = "core:denoising"\n'

@@ -522,3 +522,23 @@ def test_a_fresh_staged_run_over_an_old_one_leaves_none_of_the_old_stages(tmp_pa
     train(build(_staged()), data, out=out, steps=2, overwrite=True, progress=False)
     assert load_checkpoint(out).metadata["diffusekit.init"] == "m.stage1.safetensors (step 2)"
     assert load_checkpoint(out).step == 2
+
+
+def test_a_stage_with_its_own_seed_draws_what_the_recipe_with_that_seed_draws(tmp_path):
+    """``train.seed`` seeds a run's draws (batches, times, noise) and nothing else: from the same
+    starting weights it computes what the recipe with that seed computes, and other batches than
+    the recipe's own seed."""
+    data = _data()
+    start = tmp_path / "start.safetensors"
+    train(build(_recipe(steps=2)), data, out=start, progress=False)
+    runs = {}
+    for name, recipe in {
+        "own": attrs.evolve(_recipe(), train=attrs.evolve(_recipe().train, seed=11)),
+        "recipe": attrs.evolve(_recipe(), seed=11),
+        "plain": _recipe(),
+    }.items():
+        runs[name] = tmp_path / f"{name}.safetensors"
+        train(build(recipe), data, out=runs[name], init=start, progress=False)
+    _same_checkpoints(runs["own"], runs["recipe"])
+    own, plain = load_checkpoint(runs["own"]).weights(), load_checkpoint(runs["plain"]).weights()
+    assert any(not torch.equal(own[k], plain[k]) for k in own)

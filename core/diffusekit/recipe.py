@@ -130,6 +130,9 @@ class TrainConfig:
     shard: bool = False  # with several processes: FSDP (fully sharded parameters, gradients, optimizer state), not DDP
     # the loss each step minimises (a registered objective); none: the denoising loss (core:denoising)
     objective: ComponentSpec | None = attrs.field(default=None, converter=_plain_denoising)
+    # the seed of this stage's draws (batches, times, noise, dropout); none: the recipe's seed.
+    # A later stage that repeats the one before's settings draws fresh batches only with its own.
+    seed: int | None = None
 
 
 @attrs.frozen
@@ -157,6 +160,15 @@ class Recipe:
     # later training stages, in order: each starts from the weights (EMA) the stage before ends
     # with, with a fresh optimizer, and trains with these settings (see diffusekit.training.stages)
     finetune: list[TrainConfig] = attrs.field(factory=list)
+
+    def __attrs_post_init__(self) -> None:
+        # a stage seed equal to the recipe's draws what none draws: one spelling, so that
+        # recipes computing the same compare equal (and a stage can go back to the recipe's
+        # seed in TOML, which has no null, by naming it)
+        if any(cfg.seed == self.seed for cfg in self.train_stages):
+            plain = [cfg if cfg.seed != self.seed else attrs.evolve(cfg, seed=None) for cfg in self.train_stages]
+            object.__setattr__(self, "train", plain[0])
+            object.__setattr__(self, "finetune", plain[1:])
 
     @property
     def train_stages(self) -> tuple[TrainConfig, ...]:
@@ -259,6 +271,8 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
             change = {k: v for k, v in stage.items() if previous.get(k) != v}
             if "objective" in previous and "objective" not in stage:  # back to the default: say so
                 change["objective"] = converter.unstructure(DENOISING)
+            if "seed" in previous and "seed" not in stage:  # back to the recipe's seed: name it
+                change["seed"] = data.get("seed", 0)
             changes.append(change)
             previous = stage
         data["finetune"] = changes

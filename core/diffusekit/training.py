@@ -11,8 +11,9 @@ regression target for Gaussian parts) and per-part times drawn independently
 per token).
 
 Every step draws its batch, times, noise, condition dropout and network dropout from
-generators seeded by ``(recipe.seed, step)`` alone, so a run resumed from a checkpoint
-continues exactly as the uninterrupted run would have (same weights, bit for bit).
+generators seeded by ``(seed, step)`` alone, with ``seed`` the stage's ``train.seed`` or else
+the recipe's (:func:`draw_seed`), so a run resumed from a checkpoint continues exactly as the
+uninterrupted run would have (same weights, bit for bit).
 
 Training never loses or corrupts a checkpoint: an existing one is replaced only when
 asked (``resume`` or ``overwrite``), a non-finite loss or gradient norm stops the run
@@ -71,6 +72,11 @@ class TrainResult:
     step: int
     loss: float
     checkpoint: Path | None
+
+
+def draw_seed(recipe: Recipe) -> int:
+    """The seed of a run's draws: its stage's ``train.seed``, or else the recipe's ``seed``."""
+    return recipe.seed if recipe.train.seed is None else recipe.train.seed
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -900,7 +906,7 @@ def _train_stage(
     began = time.perf_counter()
     try:
         for step in range(start, total):
-            generator = step_generator(recipe.seed, step)
+            generator = step_generator(draw_seed(recipe), step)
             lr = learning_rate(cfg, step, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr

@@ -127,6 +127,7 @@ def recipes() -> st.SearchStrategy[Recipe]:
         time_loc=st.floats(-3, 3),
         time_scale=st.floats(0.1, 3),
         objective=st.none() | component_specs(),
+        seed=st.none() | st.integers(0, 2**63 - 1),
     )
     return st.builds(
         Recipe,
