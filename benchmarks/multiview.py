@@ -9,10 +9,16 @@ Usage (from ``benchmarks/``)::
 
 ``nvs`` renders held-out scenes of the test split (seed ``TRUTH_SEED + SEED``, which neither
 training nor the method's own outputs use) from cameras on the 20° orbit, gives the model the
-first view and scores the three generated views against the true renders: PSNR and SSIM
-(scikit-image; Wang et al., 2004). Baselines: the given view copied to every target camera (the
-nearest given view), and the same network trained without cross-view attention (``--ablation``,
-a checkpoint of ``multiview:shapes`` with ``--set network.cross_view=false``).
+first view and scores the three generated views against the true renders: PSNR, its gain over
+copying the given view (paired per scene), SSIM (scikit-image; Wang et al., 2004) and the
+perceptual distance of :mod:`diffusekit_multiview.perceptual` (LPIPS's recipe on the plugin's
+own feature network; lower is closer). Standard errors are over scenes (a scene's views
+averaged first). ``--grid-steps 1`` gives the model's one-step estimate from t = 1, its
+estimate of the posterior mean, which minimises the expected squared error. Baselines: the given view copied to every target camera (the
+nearest given view), the pixel-wise mean of 2,048 training views (which ignores the given view:
+the floor for a posterior-mean estimate), and the same network trained without cross-view
+attention (``--ablation``, a checkpoint of ``multiview:shapes`` with ``--set
+network.cross_view=false``).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import diffusekit as dk
 import numpy as np
 import torch
 from diffusekit import ConditionList
-from diffusekit_multiview import methods, primitives, scenes
+from diffusekit_multiview import methods, perceptual, primitives, scenes
 from diffusekit_multiview.cameras import Cameras
 from diffusekit_multiview.networks import PART
 
@@ -95,26 +101,54 @@ def bench_nvs(args) -> None:
     for name, path in models:
         for steps in args.grid_steps or [None]:
             pipes[name if steps is None else f"{name}, {steps} steps"] = load(path, steps)
+    if args.history_guidance:
+        from diffusekit_video.guidance import HistoryGuidance  # the video plugin's guidance by given frames
+
+        name, path = models[0]
+        for scale in args.history_guidance:
+            pipes[f"{name}, guided by the given view (w = {scale:g})"] = attrs.evolve(
+                load(path), guidance=HistoryGuidance(scale)
+            )
     recipe = attrs.evolve(next(iter(pipes.values())).recipe, seed=SEED)
     truth = method.held_out(args.num, recipe)
     views = truth.views * 2.0 - 1.0
+    features = perceptual.shipped_view_features()
+    # the pixel-wise mean of training views: the best constant guess in squared error, a floor
+    # that any estimate of the posterior mean should beat by using the given view
+    mean_view = (scenes.Shapes(count=512, views=methods.VIEWS, seed=0).generate().views * 2.0 - 1.0).mean((0, 1))
     header(f"nvs, {args.num} held-out scenes, {methods.VIEWS} views on the 20° orbit")
-    print("| given views | model | PSNR (dB) | SSIM | s per scene |\n|---|---|---|---|---|")
+    print(
+        "| given views | model | PSNR (dB) | PSNR − copy's (dB) | SSIM | perceptual distance | s per scene |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     for given in args.given:
         target = views[:, given:]
         nearest = torch.stack([views[:, nearest_given(k, given)] for k in range(given, methods.VIEWS)], 1)
-        rows = [("copy the nearest given view", nearest, float("nan"))]
+        rows = [
+            ("copy the nearest given view", nearest, float("nan")),
+            ("the mean training view (ignores the given view)", mean_view.expand_as(target), float("nan")),
+        ]
         for name, pipe in pipes.items():
             pipe = attrs.evolve(pipe, recipe=attrs.evolve(pipe.recipe, seed=SEED))
             start = time.perf_counter()
             out = novel_views(pipe, truth, given, args.batch)
             rows.append((name, out[:, given:], (time.perf_counter() - start) / args.num))
+        copied = methods.psnr(nearest, target)
         for name, got, seconds in rows:
             p = methods.psnr(got, target)
             s = ssim(got, target)
-            sem = p.std() / np.sqrt(p.numel())
+            d = perceptual.perceptual_distance(got, target, features)
+            gain = "" if got is nearest else f"{mean_sem(p - copied, signed=True)}"
             spent = "" if np.isnan(seconds) else f"{seconds:.2f}"
-            print(f"| {given} | {name} | {float(p.mean()):.2f} ± {float(sem):.2f} | {float(s.mean()):.3f} | {spent} |")
+            print(f"| {given} | {name} | {mean_sem(p)} | {gain} | {float(s.mean()):.3f} | {mean_sem(d, 3)} | {spent} |")
+
+
+def mean_sem(x: torch.Tensor, digits: int = 2, signed: bool = False) -> str:
+    """``mean ± standard error`` of the scenes' values ``(scenes, ...)`` (views averaged per scene:
+    the views of one scene are not independent)."""
+    per_scene = x.flatten(1).mean(1) if x.ndim > 1 else x
+    sem = per_scene.std() / np.sqrt(per_scene.numel())
+    return f"{float(per_scene.mean()):{'+' if signed else ''}.{digits}f} ± {float(sem):.{digits}f}"
 
 
 def _fit_psnr(views: torch.Tensor, extrinsics: torch.Tensor, steps: int) -> torch.Tensor:
@@ -259,6 +293,13 @@ def main() -> None:
     parser.add_argument("--ablation", type=Path, help="nvs: the same model trained with network.cross_view=false")
     parser.add_argument("--more", type=Path, nargs="*", default=[], help="nvs: further checkpoints to compare")
     parser.add_argument("--grid-steps", type=int, nargs="*", help="nvs: sampling steps (default: the recipe's)")
+    parser.add_argument(
+        "--history-guidance",
+        type=float,
+        nargs="*",
+        default=[],
+        help="nvs: also sample guided by the given views, scale w",
+    )
     parser.add_argument("--num", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--given", type=int, nargs="+", default=[1, 2])

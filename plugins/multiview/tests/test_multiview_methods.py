@@ -173,6 +173,7 @@ def test_the_three_methods_run_from_the_shipped_weights(tmp_path: Path):
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "nvs" / "report.json").read_text())
     assert report["scenes"] == 4 and report["psnr_db"] > NVS_FLOOR_DB
+    assert 0 < report["perceptual_distance"] < 4 and 0 < report["perceptual_distance_copying_the_given_view"] < 4
     done = _run("run", "multiview:sds", "--set", "steps=30", "--set", "shape=box", "--out", "sds", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     made = {p.name for p in (tmp_path / "sds").iterdir()}

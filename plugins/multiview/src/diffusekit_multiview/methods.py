@@ -39,7 +39,7 @@ from diffusekit_gaussian.images import save_grid, to_uint8
 from safetensors.torch import save_file
 from torch import Tensor
 
-from diffusekit_multiview import cameras, primitives, scenes
+from diffusekit_multiview import cameras, perceptual, primitives, scenes
 from diffusekit_multiview.networks import PART
 from diffusekit_multiview.render import render
 
@@ -191,7 +191,8 @@ class NovelViewMethod(ShapesMethod):
 
     Without ``--input`` the given views are of held-out scenes the plugin renders (the test split),
     and ``views.png`` shows each scene's true views above the generated ones; ``report.json`` gives
-    the PSNR of the generated views. ``--input FILE.png`` takes a picture of one's own: an object
+    the PSNR and the perceptual distance (:mod:`diffusekit_multiview.perceptual`) of the generated
+    views, and both for copying the given view. ``--input FILE.png`` takes a picture of one's own: an object
     on a white background, seen from 20° above, scaled to 32×32.
     """
 
@@ -227,12 +228,16 @@ class NovelViewMethod(ShapesMethod):
         known = self.given_mask(num)
         out = pipeline.sample(given={PART: views}, known={PART: known}, condition=cond, progress=progress)[PART]
         written = write_views(out, out_dir, truth=views, extra={"extrinsics": truth.extrinsics})
-        scores = psnr(out[:, 1:], views[:, 1:])
-        nearest = psnr(views[:, :1].expand_as(views[:, 1:]), views[:, 1:])
+        target, copied = views[:, 1:], views[:, :1].expand_as(views[:, 1:])
+        features = perceptual.shipped_view_features()
         report = {
             "scenes": num,
-            "psnr_db": float(scores.mean()),
-            "psnr_db_copying_the_given_view": float(nearest.mean()),
+            "psnr_db": float(psnr(out[:, 1:], target).mean()),
+            "psnr_db_copying_the_given_view": float(psnr(copied, target).mean()),
+            "perceptual_distance": float(perceptual.perceptual_distance(out[:, 1:], target, features).mean()),
+            "perceptual_distance_copying_the_given_view": float(
+                perceptual.perceptual_distance(copied, target, features).mean()
+            ),
         }
         (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         return [*written, out_dir / "report.json"]

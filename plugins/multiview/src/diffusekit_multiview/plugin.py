@@ -28,3 +28,10 @@ def register_methods(register):
 @hookimpl
 def register_conditions(register):
     register(cameras.Cameras, name="cameras")
+
+
+@hookimpl
+def register_commands(cli):
+    from diffusekit_multiview import commands
+
+    commands.register(cli)
