@@ -17,9 +17,8 @@ to single pixels, which is what the distance should weigh; the channels are weig
 train-view-features`` trains it; the plugin ships the weights it made
 (:func:`shipped_view_features`).
 
-:func:`perceptual_distance` is 0 for equal images, symmetric and non-negative; 1 is the
-largest a layer can add per position on average and 4 the most in all (unit vectors are at
-most 2 apart).
+:func:`perceptual_distance` is 0 for equal images, symmetric, non-negative and at most 4
+(unit vectors are at most 2 apart).
 """
 
 from __future__ import annotations
