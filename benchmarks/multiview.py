@@ -14,8 +14,8 @@ copying the given view (paired per scene), SSIM (scikit-image; Wang et al., 2004
 perceptual distance of :mod:`diffusekit_multiview.perceptual` (LPIPS's recipe on the plugin's
 own feature network; lower is closer). Standard errors are over scenes (a scene's views
 averaged first). ``--grid-steps 1`` gives the model's one-step estimate from t = 1, its
-estimate of the posterior mean, which minimises the expected squared error. Baselines: the given view copied to every target camera (the
-nearest given view), the pixel-wise mean of 2,048 training views (which ignores the given view:
+estimate of the posterior mean, which minimises the expected squared error. Baselines: the
+given view copied to every target camera (the nearest given view), the pixel-wise mean of 2,048 training views (which ignores the given view:
 the floor for a posterior-mean estimate), and the same network trained without cross-view
 attention (``--ablation``, a checkpoint of ``multiview:shapes`` with ``--set
 network.cross_view=false``).

@@ -93,8 +93,7 @@ def view_targets(batch: scenes.SceneBatch) -> dict[str, Tensor]:
     :data:`~diffusekit_multiview.scenes.PALETTE`) of its largest primitive, and its number of
     primitives less one, each ``(N,)``."""
     found = batch.primitives
-    volume = primitives.volume(found.kind, found.size).masked_fill(~found.present, -1.0)
-    largest = volume.argmax(-1, keepdim=True)
+    largest = scenes.largest_primitive(found)[:, None]
     colour = found.colour.gather(1, largest[..., None].expand(-1, -1, 3))[:, 0]
     palette = torch.tensor(scenes.PALETTE, dtype=colour.dtype)
     return {
@@ -148,11 +147,13 @@ def train_view_features(
 
 
 def save_view_features(net: ViewFeatures, path: Path, *, half: bool = True) -> None:
-    from safetensors.torch import save_file
+    """Safetensors (float16 unless ``half`` is false), written atomically, the widths in the metadata."""
+    from diffusekit.checkpoint import atomic_write
+    from safetensors.torch import save
 
     dtype = torch.float16 if half else torch.float32
     tensors = {k: v.detach().to(dtype).contiguous() for k, v in net.state_dict().items()}
-    save_file(tensors, str(path), metadata={"widths": ",".join(map(str, net.widths))})
+    atomic_write(Path(path), save(tensors, metadata={"widths": ",".join(map(str, net.widths))}))
 
 
 def load_view_features(path: Path) -> ViewFeatures:

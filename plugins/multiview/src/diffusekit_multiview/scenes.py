@@ -123,10 +123,14 @@ def random_primitives(gen: np.random.Generator, count: int) -> Primitives:
     )
 
 
+def largest_primitive(scenes: Primitives) -> Tensor:
+    """The slot ``(...)`` of each scene's largest primitive by volume."""
+    return primitives.volume(scenes.kind, scenes.size).masked_fill(~scenes.present, -1.0).argmax(-1)
+
+
 def shape_classes(scenes: Primitives) -> Tensor:
     """The kind ``(...)`` of each scene's largest primitive by volume."""
-    vol = primitives.volume(scenes.kind, scenes.size).masked_fill(~scenes.present, -1.0)
-    return scenes.kind.gather(-1, vol.argmax(-1, keepdim=True))[..., 0]
+    return scenes.kind.gather(-1, largest_primitive(scenes)[..., None])[..., 0]
 
 
 @attrs.frozen(eq=False)
