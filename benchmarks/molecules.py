@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import attrs
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -69,18 +70,24 @@ def train_smiles() -> frozenset[str]:
     return evaluate.canonical_smiles_set(data.smiles[i] for i in qm9.split_indices()["train"])
 
 
-def draw(pipe: dk.Pipeline, num: int, batch: int) -> tuple[dict[str, torch.Tensor], float, float]:
+def draw(
+    pipe: dk.Pipeline, num: int, batch: int, shard: tuple[int, int] = (0, 1)
+) -> tuple[dict[str, np.ndarray], float, float]:
     """``num`` molecules with sizes from the training histogram (seed 0: the same sizes and noise
     for every sampler), sampled in batches of similar size (sorted; the network cuts a batch to
     its largest molecule): the arguments of :func:`~diffusekit_molecules.evaluate.evaluate`
     (``bonds`` and ``charges`` too for a model that generates them), with the seconds taken and
-    the network evaluations per batch."""
+    the network evaluations per batch.
+
+    ``shard = (i, n)`` samples only every ``n``-th batch from the ``i``-th: each batch is seeded
+    by its offset, so the ``n`` shards together are exactly the molecules of one unsharded run
+    (sizes interleaved, so each shard gets its share of the large, slow batches)."""
     method = pipe.method
     sizes = torch.sort(methods.draw_sizes(num, torch.Generator().manual_seed(0))).values
     counting = Counting(pipe.denoiser)
     parts, batches = [], 0
     start = time.perf_counter()
-    for s in range(0, num, batch):
+    for s in range(shard[0] * batch, num, shard[1] * batch):
         sub = attrs.evolve(pipe, denoiser=counting, recipe=attrs.evolve(pipe.recipe, seed=pipe.recipe.seed + s))
         parts.append(method.sample_sizes(sub, sizes[s : s + batch]))
         batches += 1
@@ -114,6 +121,13 @@ HEADER = (
 
 
 def bench_quality(args) -> None:
+    if args.shard is not None:  # sample one shard, evaluate nothing (``--merge`` does)
+        pipe = pipeline(args.checkpoint, args.sampler, args.grid, args.steps)
+        molecules, seconds, nfe = draw(pipe, args.num, args.batch, args.shard)
+        meta = {"name": quality_name(pipe), "seconds": seconds, "nfe": nfe}
+        np.savez(args.save, **molecules, meta=json.dumps(meta))
+        print(f"{len(molecules['atoms'])} molecules in {seconds:.0f} s -> {args.save}")
+        return
     print(HEADER)
     known = train_smiles()
     if args.data:
@@ -121,14 +135,32 @@ def bench_quality(args) -> None:
         data = qm9.load_qm9()
         report = evaluate.evaluate(data.atoms[index], data.pos[index], train_smiles=known, canonicalize_train=False)
         print(report_row("QM9 test split (data)", report, None, "-"), flush=True)
-    pipe = pipeline(args.checkpoint, args.sampler, args.grid, args.steps)
-    molecules, seconds, nfe = draw(pipe, args.num, args.batch)
+    if args.merge:
+        molecules, name, seconds, nfe = merge_shards(args.merge)
+    else:
+        pipe = pipeline(args.checkpoint, args.sampler, args.grid, args.steps)
+        molecules, seconds, nfe = draw(pipe, args.num, args.batch)
+        name = quality_name(pipe)
     report = evaluate.evaluate(**molecules, train_smiles=known, canonicalize_train=False)
-    name = f"{pipe.recipe.method}: {sampler_name(pipe.recipe)}, {pipe.recipe.grid.name} grid, "
-    name += f"{pipe.recipe.grid.params.get('steps')} steps"
     print(report_row(name, report, seconds, f"{nfe:.0f}"), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+
+
+def quality_name(pipe: dk.Pipeline) -> str:
+    recipe = pipe.recipe
+    return f"{recipe.method}: {sampler_name(recipe)}, {recipe.grid.name} grid, {recipe.grid.params.get('steps')} steps"
+
+
+def merge_shards(paths: list[Path]) -> tuple[dict[str, np.ndarray], str, float, float]:
+    """The molecules of ``quality --shard`` files together, their row name, and the seconds a
+    single core would have taken (the shards' sum: molecules per second stay per core)."""
+    shards = [np.load(path) for path in paths]
+    metas = [json.loads(str(shard["meta"])) for shard in shards]
+    if len({meta["name"] for meta in metas}) != 1:
+        raise SystemExit(f"the shards were sampled by different models or samplers: {[m['name'] for m in metas]}")
+    molecules = {key: np.concatenate([shard[key] for shard in shards]) for key in shards[0].files if key != "meta"}
+    return molecules, metas[0]["name"], sum(m["seconds"] for m in metas), metas[0]["nfe"]
 
 
 def bench_samplers(args) -> None:
@@ -277,6 +309,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="quality: grid steps (default: the recipe's)")
     parser.add_argument("--data", action="store_true", help="quality: also evaluate QM9's test split")
     parser.add_argument("--json", type=Path, help="quality: write the report here")
+    parser.add_argument(
+        "--shard",
+        type=lambda text: tuple(int(k) for k in text.split("/")),
+        metavar="I/N",
+        help="quality: sample only shard I of N (one process per core) into --save; evaluate them with --merge",
+    )
+    parser.add_argument("--save", type=Path, help="quality: where --shard writes its molecules (.npz)")
+    parser.add_argument("--merge", type=Path, nargs="+", help="quality: evaluate the molecules of these --shard files")
     parser.add_argument("--which-samplers", default=",".join(SAMPLERS))
     parser.add_argument("--repeats", type=int, default=4, help="nll: draws of (t, noise) per molecule")
     parser.add_argument("--regressor", type=Path, help="conditional: a property regressor (train-property-regressor)")
@@ -286,6 +326,8 @@ def main() -> None:
     parser.add_argument("--property", choices=sorted(CONDITIONAL), default="alpha", help="conditional: which model")
     parser.add_argument("--scale", type=float, help="conditional: the guidance scale (default: the recipe's)")
     args = parser.parse_args()
+    if args.shard is not None and (args.save is None or len(args.shard) != 2 or not 0 <= args.shard[0] < args.shard[1]):
+        parser.error("--shard takes I/N with 0 <= I < N, and --save")
     print(f"<!-- {environment()} -->\n")
     start = time.perf_counter()
     benches = {"quality": bench_quality, "samplers": bench_samplers, "nll": bench_nll, "conditional": bench_conditional}
