@@ -3,7 +3,9 @@
 * ``quality``  — ``--num`` molecules of the shipped ``molecules:qm9`` model (or ``--checkpoint``)
   with one sampler: atom and molecule stability (EDM's rule), RDKit validity, uniqueness and
   novelty against QM9's training split, molecules per second; with ``--data`` the same numbers
-  for ``--num`` molecules of QM9's test split (the evaluator's ceiling).
+  for ``--num`` molecules of QM9's test split (the evaluator's ceiling). ``--shard I/N --save F``
+  samples one share of those molecules per process (one per core) and ``--merge F ...``
+  evaluates them together: the same molecules as one unsharded run.
 * ``samplers`` — the same model, the same molecule sizes and seeds, with EDM's ancestral sampler
   at 1,000 steps and the Gaussian plugin's solvers at NFE 50 and 100: stability and molecules
   per second side by side (one run, so the ratios are fair on a shared machine).
