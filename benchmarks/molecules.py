@@ -24,6 +24,7 @@ Run from the repository root after ``make test`` (it installs the molecules plug
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import sys
@@ -38,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import diffusekit as dk  # noqa: E402
 from common import Counting, environment  # noqa: E402
+from diffusekit.checkpoint import atomic_write  # noqa: E402
 from diffusekit_molecules import evaluate, likelihood, methods, qm9  # noqa: E402
 from diffusekit_molecules.datasets import QM9Dataset  # noqa: E402
 from diffusekit_molecules.state import MoleculeSize  # noqa: E402
@@ -72,32 +74,83 @@ def train_smiles() -> frozenset[str]:
     return evaluate.canonical_smiles_set(data.smiles[i] for i in qm9.split_indices()["train"])
 
 
-def draw(
-    pipe: dk.Pipeline, num: int, batch: int, shard: tuple[int, int] = (0, 1)
-) -> tuple[dict[str, np.ndarray], float, float]:
+NAMES = ("atoms", "pos", "charges", "bonds")  # the order of the methods' decoders
+
+
+def draw(pipe: dk.Pipeline, num: int, batch: int) -> tuple[dict[str, np.ndarray], float, float]:
     """``num`` molecules with sizes from the training histogram (seed 0: the same sizes and noise
     for every sampler), sampled in batches of similar size (sorted; the network cuts a batch to
     its largest molecule): the arguments of :func:`~diffusekit_molecules.evaluate.evaluate`
     (``bonds`` and ``charges`` too for a model that generates them), with the seconds taken and
-    the network evaluations per batch.
-
-    ``shard = (i, n)`` samples only every ``n``-th batch from the ``i``-th: each batch is seeded
-    by its offset, so the ``n`` shards together are exactly the molecules of one unsharded run
-    (sizes interleaved, so each shard gets its share of the large, slow batches)."""
-    method = pipe.method
-    sizes = torch.sort(methods.draw_sizes(num, torch.Generator().manual_seed(0))).values
-    counting = Counting(pipe.denoiser)
-    parts, batches = [], 0
+    the network evaluations per batch."""
+    sizes, counting = sorted_sizes(num), Counting(pipe.denoiser)
+    pipe = attrs.evolve(pipe, denoiser=counting)
     start = time.perf_counter()
-    for s in range(shard[0] * batch, num, shard[1] * batch):
-        sub = attrs.evolve(pipe, denoiser=counting, recipe=attrs.evolve(pipe.recipe, seed=pipe.recipe.seed + s))
-        parts.append(method.sample_sizes(sub, sizes[s : s + batch]))
-        batches += 1
+    parts = [sample_batch(pipe, sizes, offset, batch) for offset in range(0, num, batch)]
     seconds = time.perf_counter() - start
-    names = ("atoms", "pos", "charges", "bonds")  # the order of the methods' decoders
-    out = {name: torch.cat([p[i] for p in parts]).numpy() for i, name in enumerate(names[: len(parts[0])])}
+    return join(parts), seconds, counting.calls / len(parts)
+
+
+def sorted_sizes(num: int) -> torch.Tensor:
+    return torch.sort(methods.draw_sizes(num, torch.Generator().manual_seed(0))).values
+
+
+def sample_batch(pipe: dk.Pipeline, sizes: torch.Tensor, offset: int, batch: int) -> dict[str, np.ndarray]:
+    """The molecules ``offset : offset + batch`` of a run, seeded by their offset: the same
+    molecules whichever order, process or session samples the batches in."""
+    sub = attrs.evolve(pipe, recipe=attrs.evolve(pipe.recipe, seed=pipe.recipe.seed + offset))
+    molecules = pipe.method.sample_sizes(sub, sizes[offset : offset + batch])
+    return {name: part.numpy() for name, part in zip(NAMES, molecules, strict=False)}
+
+
+def join(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    out = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     out["pos"] = out["pos"].astype("float64")
-    return out, seconds, counting.calls / batches
+    return out
+
+
+def draw_shard(pipe: dk.Pipeline, num: int, batch: int, shard: tuple[int, int], path: Path) -> None:
+    """Shard ``i`` of ``n`` of the ``num`` molecules :func:`draw` samples, into ``path``, one batch
+    at a time: every ``n``-th batch of a fixed random order of the batches, from the ``i``-th.
+    The file is rewritten (atomically) after each batch and a rerun continues it, so a stopped
+    run loses one batch at most. The random order makes what is done at any time a sample of
+    every size (each batch holds molecules of one size), so ``--merge`` of unfinished shards
+    is a fair interim measurement; finished, the shards are exactly the molecules of :func:`draw`."""
+    count = math.ceil(num / batch)
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(0))[shard[0] :: shard[1]]
+    meta = {"name": quality_name(pipe), "num": num, "batch": batch, "seconds": 0.0, "calls": 0, "batches": 0}
+    done = {}
+    if path.exists():
+        done, saved = load_shard(path)
+        if {k: saved[k] for k in ("name", "num", "batch")} != {k: meta[k] for k in ("name", "num", "batch")}:
+            raise SystemExit(f"{path} holds another run ({saved['name']}, {saved['num']} molecules): remove it")
+        meta = saved
+    sizes, counting = sorted_sizes(num), Counting(pipe.denoiser)
+    pipe = attrs.evolve(pipe, denoiser=counting)
+    for offset in (int(k) * batch for k in order):
+        if offset in done:
+            continue
+        start, calls = time.perf_counter(), counting.calls
+        done[offset] = sample_batch(pipe, sizes, offset, batch)
+        meta["seconds"] += time.perf_counter() - start
+        meta["calls"] += counting.calls - calls
+        meta["batches"] += 1
+        arrays = {f"{name}.{offset}": part for offset, parts in done.items() for name, part in parts.items()}
+        buffer = io.BytesIO()
+        np.savez(buffer, meta=json.dumps(meta), **arrays)
+        atomic_write(path, buffer.getvalue())
+        print(f"{len(done)}/{len(order)} batches, {meta['seconds']:.0f} s", flush=True)
+
+
+def load_shard(path: Path) -> tuple[dict[int, dict[str, np.ndarray]], dict]:
+    """The batches of a ``--shard`` file by offset, and its run's description."""
+    with np.load(path) as file:
+        done: dict[int, dict[str, np.ndarray]] = {}
+        for key in file.files:
+            if key != "meta":
+                name, offset = key.split(".")
+                done.setdefault(int(offset), {})[name] = file[key]
+        return done, json.loads(str(file["meta"]))
 
 
 def sampler_name(recipe) -> str:
@@ -125,10 +178,7 @@ HEADER = (
 def bench_quality(args) -> None:
     if args.shard is not None:  # sample one shard, evaluate nothing (``--merge`` does)
         pipe = pipeline(args.checkpoint, args.sampler, args.grid, args.steps)
-        molecules, seconds, nfe = draw(pipe, args.num, args.batch, args.shard)
-        meta = {"name": quality_name(pipe), "seconds": seconds, "nfe": nfe}
-        np.savez(args.save, **molecules, meta=json.dumps(meta))
-        print(f"{len(molecules['atoms'])} molecules in {seconds:.0f} s -> {args.save}")
+        draw_shard(pipe, args.num, args.batch, args.shard, args.save)
         return
     print(HEADER)
     known = train_smiles()
@@ -155,14 +205,26 @@ def quality_name(pipe: dk.Pipeline) -> str:
 
 
 def merge_shards(paths: list[Path]) -> tuple[dict[str, np.ndarray], str, float, float]:
-    """The molecules of ``quality --shard`` files together, their row name, and the seconds a
-    single core would have taken (the shards' sum: molecules per second stay per core)."""
-    shards = [np.load(path) for path in paths]
-    metas = [json.loads(str(shard["meta"])) for shard in shards]
-    if len({meta["name"] for meta in metas}) != 1:
-        raise SystemExit(f"the shards were sampled by different models or samplers: {[m['name'] for m in metas]}")
-    molecules = {key: np.concatenate([shard[key] for shard in shards]) for key in shards[0].files if key != "meta"}
-    return molecules, metas[0]["name"], sum(m["seconds"] for m in metas), metas[0]["nfe"]
+    """The molecules of ``quality --shard`` files together (finished or not), their row name, and
+    the seconds one core took (the shards' sum: molecules per second stay per core)."""
+    done: dict[int, dict[str, np.ndarray]] = {}
+    metas = []
+    for path in paths:
+        batches, meta = load_shard(path)
+        if metas and {k: meta[k] for k in ("name", "num", "batch")} != {
+            k: metas[0][k] for k in ("name", "num", "batch")
+        }:
+            raise SystemExit(f"{path} was sampled by another model, sampler or run than {paths[0]}")
+        if done.keys() & batches.keys():
+            raise SystemExit(f"{path} repeats batches of the shards before it")
+        done.update(batches)
+        metas.append(meta)
+    molecules = join([done[offset] for offset in sorted(done)])
+    name = metas[0]["name"]
+    if len(molecules["atoms"]) < metas[0]["num"]:
+        name += f" ({len(molecules['atoms'])} of {metas[0]['num']} molecules, unfinished)"
+    calls, batches = sum(m["calls"] for m in metas), sum(m["batches"] for m in metas)
+    return molecules, name, sum(m["seconds"] for m in metas), calls / batches
 
 
 def bench_samplers(args) -> None:
