@@ -122,7 +122,7 @@ def draw_shard(pipe: dk.Pipeline, num: int, batch: int, shard: tuple[int, int], 
     done = {}
     if path.exists():
         done, saved = load_shard(path)
-        if {k: saved[k] for k in ("name", "num", "batch")} != {k: meta[k] for k in ("name", "num", "batch")}:
+        if run_of(saved) != run_of(meta):
             raise SystemExit(f"{path} holds another run ({saved['name']}, {saved['num']} molecules): remove it")
         meta = saved
     sizes, counting = sorted_sizes(num), Counting(pipe.denoiser)
@@ -140,6 +140,11 @@ def draw_shard(pipe: dk.Pipeline, num: int, batch: int, shard: tuple[int, int], 
         np.savez(buffer, meta=json.dumps(meta), **arrays)
         atomic_write(path, buffer.getvalue())
         print(f"{len(done)}/{len(order)} batches, {meta['seconds']:.0f} s", flush=True)
+
+
+def run_of(meta: dict) -> dict:
+    """What makes two shard files parts of one run: the model and sampler, and the batches."""
+    return {key: meta[key] for key in ("name", "num", "batch")}
 
 
 def load_shard(path: Path) -> tuple[dict[int, dict[str, np.ndarray]], dict]:
@@ -211,9 +216,7 @@ def merge_shards(paths: list[Path]) -> tuple[dict[str, np.ndarray], str, float, 
     metas = []
     for path in paths:
         batches, meta = load_shard(path)
-        if metas and {k: meta[k] for k in ("name", "num", "batch")} != {
-            k: metas[0][k] for k in ("name", "num", "batch")
-        }:
+        if metas and run_of(meta) != run_of(metas[0]):
             raise SystemExit(f"{path} was sampled by another model, sampler or run than {paths[0]}")
         if done.keys() & batches.keys():
             raise SystemExit(f"{path} repeats batches of the shards before it")
@@ -361,6 +364,14 @@ def bench_conditional(args) -> None:
     )
 
 
+def shard_of(text: str) -> tuple[int, int]:
+    """``I/N`` as ``(I, N)``."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N with 0 <= I < N")
+    return int(index), int(count)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("which", choices=("quality", "samplers", "nll", "conditional"))
@@ -375,7 +386,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="quality: write the report here")
     parser.add_argument(
         "--shard",
-        type=lambda text: tuple(int(k) for k in text.split("/")),
+        type=shard_of,
         metavar="I/N",
         help="quality: sample only shard I of N (one process per core) into --save; evaluate them with --merge",
     )
@@ -390,8 +401,8 @@ def main() -> None:
     parser.add_argument("--property", choices=sorted(CONDITIONAL), default="alpha", help="conditional: which model")
     parser.add_argument("--scale", type=float, help="conditional: the guidance scale (default: the recipe's)")
     args = parser.parse_args()
-    if args.shard is not None and (args.save is None or len(args.shard) != 2 or not 0 <= args.shard[0] < args.shard[1]):
-        parser.error("--shard takes I/N with 0 <= I < N, and --save")
+    if args.shard is not None and args.save is None:
+        parser.error("--shard needs --save (the file its molecules go to)")
     print(f"<!-- {environment()} -->\n")
     start = time.perf_counter()
     benches = {"quality": bench_quality, "samplers": bench_samplers, "nll": bench_nll, "conditional": bench_conditional}
