@@ -192,14 +192,22 @@ def bench_quality(args) -> None:
         data = qm9.load_qm9()
         report = evaluate.evaluate(data.atoms[index], data.pos[index], train_smiles=known, canonicalize_train=False)
         print(report_row("QM9 test split (data)", report, None, "-"), flush=True)
+    batches = None
     if args.merge:
-        molecules, name, seconds, nfe = merge_shards(args.merge)
+        molecules, name, seconds, nfe, batches = merge_shards(args.merge)
     else:
         pipe = pipeline(args.checkpoint, args.sampler, args.grid, args.steps)
         molecules, seconds, nfe = draw(pipe, args.num, args.batch)
         name = quality_name(pipe)
     report = evaluate.evaluate(**molecules, train_smiles=known, canonicalize_train=False)
     print(report_row(name, report, seconds, f"{nfe:.0f}"), flush=True)
+    if batches is not None:
+        errors = batch_errors(molecules, report, batches)
+        print(
+            f"\nStandard errors over the {len(batches)} batches (a batch's molecules share a size): "
+            + ", ".join(f"{key} ±{100 * value:.2f}" for key, value in errors.items())
+            + " points"
+        )
     if args.json:
         args.json.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
 
@@ -209,9 +217,10 @@ def quality_name(pipe: dk.Pipeline) -> str:
     return f"{recipe.method}: {sampler_name(recipe)}, {recipe.grid.name} grid, {recipe.grid.params.get('steps')} steps"
 
 
-def merge_shards(paths: list[Path]) -> tuple[dict[str, np.ndarray], str, float, float]:
-    """The molecules of ``quality --shard`` files together (finished or not), their row name, and
-    the seconds one core took (the shards' sum: molecules per second stay per core)."""
+def merge_shards(paths: list[Path]) -> tuple[dict[str, np.ndarray], str, float, float, list[int]]:
+    """The molecules of ``quality --shard`` files together (finished or not), their row name, the
+    seconds one core took (the shards' sum: molecules per second stay per core), the network
+    evaluations per batch and the batches' sizes (in the order of the molecules)."""
     done: dict[int, dict[str, np.ndarray]] = {}
     metas = []
     for path in paths:
@@ -222,12 +231,40 @@ def merge_shards(paths: list[Path]) -> tuple[dict[str, np.ndarray], str, float, 
             raise SystemExit(f"{path} repeats batches of the shards before it")
         done.update(batches)
         metas.append(meta)
-    molecules = join([done[offset] for offset in sorted(done)])
+    parts = [done[offset] for offset in sorted(done)]
+    molecules = join(parts)
     name = metas[0]["name"]
     if len(molecules["atoms"]) < metas[0]["num"]:
         name += f" ({len(molecules['atoms'])} of {metas[0]['num']} molecules, unfinished)"
     calls, batches = sum(m["calls"] for m in metas), sum(m["batches"] for m in metas)
-    return molecules, name, sum(m["seconds"] for m in metas), calls / batches
+    sizes = [len(part["atoms"]) for part in parts]
+    return molecules, name, sum(m["seconds"] for m in metas), calls / batches, sizes
+
+
+def batch_errors(molecules: dict[str, np.ndarray], report: evaluate.Report, batches: list[int]) -> dict[str, float]:
+    """Standard errors of atom stability, molecule stability and validity with the batches as the
+    sampled units: the molecules of a batch share a size, so they are not independent draws. For a
+    ratio p = Σ aᵢ / Σ nᵢ over K batches, SE² = K / (K − 1) · Σ (aᵢ − p nᵢ)² / (Σ nᵢ)² (the
+    linearised ratio estimator of cluster sampling; Cochran, *Sampling Techniques*, §6.4)."""
+    atoms = molecules["atoms"]
+    if "bonds" in molecules:
+        stable = evaluate.atom_stability_from_bonds(atoms, molecules["bonds"], molecules["charges"])
+    else:
+        stable = evaluate.atom_stability_from_distances(atoms, molecules["pos"])
+    real = atoms >= 0
+    per_molecule = {
+        "atom stability": (stable.sum(1), real.sum(1)),
+        "molecule stability": ((stable | ~real).all(1), np.ones(len(atoms))),
+        "validity": (np.array([s is not None for s in report.smiles]), np.ones(len(atoms))),
+    }
+    ends = np.cumsum(batches)[:-1]
+    out = {}
+    for key, (hits, counts) in per_molecule.items():
+        a = np.array([part.sum() for part in np.split(hits.astype(float), ends)])
+        n = np.array([part.sum() for part in np.split(counts.astype(float), ends)])
+        p, k = a.sum() / n.sum(), len(a)
+        out[key] = math.sqrt(k / (k - 1) * ((a - p * n) ** 2).sum()) / n.sum()
+    return out
 
 
 def bench_samplers(args) -> None:
