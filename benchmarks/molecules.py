@@ -150,6 +150,8 @@ def run_of(meta: dict) -> dict:
 def load_shard(path: Path) -> tuple[dict[int, dict[str, np.ndarray]], dict]:
     """The batches of a ``--shard`` file by offset, and its run's description."""
     with np.load(path) as file:
+        if "meta" not in file.files:
+            raise SystemExit(f"{path} is not a file of `quality --shard`")
         done: dict[int, dict[str, np.ndarray]] = {}
         for key in file.files:
             if key != "meta":
