@@ -187,6 +187,9 @@ def bench_quality(args) -> None:
         pipe = pipeline(args.checkpoint, args.sampler, args.grid, args.steps)
         draw_shard(pipe, args.num, args.batch, args.shard, args.save)
         return
+    batches = None
+    if args.merge:  # read first: a wrong file fails before the training SMILES are loaded
+        molecules, name, seconds, nfe, batches = merge_shards(args.merge)
     print(HEADER)
     known = train_smiles()
     if args.data:
@@ -194,10 +197,7 @@ def bench_quality(args) -> None:
         data = qm9.load_qm9()
         report = evaluate.evaluate(data.atoms[index], data.pos[index], train_smiles=known, canonicalize_train=False)
         print(report_row("QM9 test split (data)", report, None, "-"), flush=True)
-    batches = None
-    if args.merge:
-        molecules, name, seconds, nfe, batches = merge_shards(args.merge)
-    else:
+    if not args.merge:
         pipe = pipeline(args.checkpoint, args.sampler, args.grid, args.steps)
         molecules, seconds, nfe = draw(pipe, args.num, args.batch)
         name = quality_name(pipe)
