@@ -590,7 +590,7 @@ def bond_matrices(
     ok = np.zeros(k, dtype=bool)
     reasons = [""] * k
     rows: Iterable[tuple[int, np.int64]] = enumerate(idx)
-    if k >= 1000:  # a whole split takes a core tens of minutes: show it on a terminal (disable=None)
+    if k >= 1000:  # a whole split takes a core minutes: show it on a terminal (disable=None)
         from tqdm.auto import tqdm
 
         rows = tqdm(rows, total=k, desc="RDKit bonds, once (cached)", unit="mol", disable=None, mininterval=2)
