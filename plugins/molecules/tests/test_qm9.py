@@ -6,8 +6,13 @@ module-scoped fixture; only the cache-behaviour tests use a small synthetic CSV 
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import os
+import shutil
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -290,6 +295,43 @@ def test_cache_is_written_atomically_and_used_on_the_second_load(tmp_path, monke
     assert all(np.array_equal(first.properties[k], second.properties[k]) for k in first.properties)
     # an edited source is a different cache entry: parsed again
     os.utime(src, ns=(1, 1))
+    with pytest.raises(AssertionError, match="parsed again"):
+        qm9.load_qm9([src])
+
+
+def _install_fake_qm9pack(site: Path, csv_src: Path) -> tuple[metadata.Distribution, Path]:
+    """A ``qm9pack`` laid out as pip installs a wheel: the data file plus a RECORD with its sha256."""
+    data = site / "qm9pack" / "data" / "a.csv"
+    data.parent.mkdir(parents=True)
+    shutil.copyfile(csv_src, data)
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data.read_bytes()).digest()).rstrip(b"=").decode()
+    info = site / "qm9pack-1.0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qm9pack\nVersion: 1.0.3\n")
+    rel = "qm9pack/data/a.csv"
+    (info / "RECORD").write_text(f"{rel},sha256={digest},{data.stat().st_size}\n")
+    return metadata.PathDistribution(info), data
+
+
+def test_installed_qm9pack_files_share_one_cache_across_environments(tmp_path, monkeypatch):
+    # Two virtual environments install the same wheel at different paths and times: one cache
+    # entry, named by the content hashes the wheel records, serves both.
+    src = _write_csv(tmp_path / "a.csv")
+    monkeypatch.setenv("DIFFUSEKIT_QM9", str(tmp_path / "cache"))
+    dist1, file1 = _install_fake_qm9pack(tmp_path / "venv1", src)
+    dist2, file2 = _install_fake_qm9pack(tmp_path / "venv2", src)
+    os.utime(file2, ns=(10**18, 10**18))
+    monkeypatch.setattr(qm9.metadata, "distribution", lambda name: dist1)
+    first = qm9.load_qm9([file1])
+    monkeypatch.setattr(qm9.metadata, "distribution", lambda name: dist2)
+
+    def refuse(paths):
+        raise AssertionError("parsed again despite the cache")
+
+    monkeypatch.setattr(qm9, "parse_qm9_csv", refuse)
+    assert qm9.load_qm9([file2]).smiles == first.smiles
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    # a copy outside the installed package is keyed by its path and mtime: a new entry
     with pytest.raises(AssertionError, match="parsed again"):
         qm9.load_qm9([src])
 

@@ -202,14 +202,14 @@ class QM9Method(Method):
 
 
 TRAIN_ATOM_FREQUENCIES = (0.5124, 0.3528, 0.0559, 0.0777, 0.0013)
+"""The shares of H, C, N, O, F among the atoms of QM9's training split (the marginal prior of
+the categorical atom types; a test checks them against the data)."""
 TRAIN_CHARGE_FREQUENCIES = (0.0002, 0.9996, 0.0002)
 """The shares of formal charges -1, 0, +1 among the atoms of QM9's training split, as RDKit
 perceives them from the geometry (:func:`~diffusekit_molecules.qm9.bond_matrices`)."""
 TRAIN_BOND_FREQUENCIES = (0.8819, 0.1097, 0.0067, 0.0018)
 """The shares of no bond, single, double and triple bonds among the atom pairs of QM9's training
 split (bonds perceived by RDKit)."""
-"""The shares of H, C, N, O, F among the atoms of QM9's training split (the marginal prior of
-the categorical atom types; a test checks them against the data)."""
 
 
 @attrs.frozen

@@ -336,12 +336,32 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "diffusekit" / "qm9"
 
 
+def _recorded_hashes() -> dict[Path, str]:
+    """sha256 of qm9pack's installed files, as its wheel's RECORD states them (empty if unknown)."""
+    try:
+        dist = metadata.distribution("qm9pack")
+    except metadata.PackageNotFoundError:
+        return {}
+    out: dict[Path, str] = {}
+    for f in dist.files or ():
+        if f.hash is not None and f.hash.mode == "sha256":
+            out[Path(str(dist.locate_file(f))).resolve()] = f.hash.value
+    return out
+
+
 def _sources_key(paths: Sequence[Path]) -> str:
-    # name, size and mtime: a reinstalled or edited source gets a new cache file instead of a stale one
+    # A file installed from qm9pack's wheel is named by its name, size and recorded content hash, so
+    # every virtual environment shares one cache; any other file by its path, size and mtime, so an
+    # edited source gets a new cache file instead of a stale one.
+    recorded = _recorded_hashes()
     h = hashlib.sha1(f"format={_CACHE_FORMAT}".encode())
     for p in paths:
         st = p.stat()
-        h.update(f"|{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        digest = recorded.get(p.resolve())
+        if digest is not None:
+            h.update(f"|{p.name}|{st.st_size}|sha256={digest}".encode())
+        else:
+            h.update(f"|{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
@@ -383,7 +403,9 @@ def load_qm9(sources: Sequence[Path | str] | None = None, *, directory: Path | s
     """Load QM9, parsing the CSV files only when no cache of them exists yet.
 
     ``sources`` defaults to qm9pack's files (:func:`qm9_csv_files`) and ``directory`` to
-    :func:`cache_dir`. The cache file is named after the sources' paths, sizes and modification times.
+    :func:`cache_dir`. The cache file is named after the sources' names, sizes and content hashes as
+    qm9pack's wheel records them (so every environment with qm9pack 1.0.3 shares one cache), or, for
+    files of other origin, after their paths, sizes and modification times.
     """
     paths = [Path(p) for p in sources] if sources is not None else qm9_csv_files()
     target = Path(directory) if directory is not None else cache_dir()
