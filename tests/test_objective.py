@@ -5,6 +5,7 @@ import pytest
 import torch
 from diffusekit import Objective, Progress, build, load_checkpoint, train
 from diffusekit.errors import ConfigError
+from diffusekit.objective import Denoising
 from diffusekit.recipe import ComponentSpec, PartSpec, Recipe, TrainConfig
 from diffusekit.testing.oracle import FlowMapOracle, GaussianMixture, OracleDenoiser
 from diffusekit.training import batch_losses
@@ -98,3 +99,100 @@ def test_the_flow_map_oracle_is_the_identity_at_t0(batch, scale, seed):
     flow = FlowMapOracle.of(OracleDenoiser.single(mixture, VPCosine()))
     x = scale * torch.randn(batch, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     assert torch.equal(flow(x, torch.zeros(batch, dtype=torch.float64)).x0, x)
+
+
+# --- time-dependent weighting (weighting = "snr") -------------------------------------------------------------
+
+
+def _registered(kind: str, name: str, **params):
+    from diffusekit.plugins import get_registry
+    from diffusekit.recipe import instantiate
+
+    return instantiate(get_registry(), kind, ComponentSpec(name, params), name)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from(["gaussian:eps", "gaussian:v", "gaussian:x0", "gaussian:velocity", "gaussian:edm_precond"]),
+    st.sampled_from(["gaussian:vp_cosine", "gaussian:rectified_flow", "gaussian:ve"]),
+    st.floats(0.02, 0.98),
+    st.floats(0.01, 0.5),
+    st.floats(1.0, 20.0),
+    st.integers(0, 2**31 - 1),
+)
+def test_snr_weighting_weights_the_squared_error_of_the_implied_x0(param, schedule, t, lo, hi, seed):
+    """Oracle: whatever the network predicts, weight x its loss = clip(SNR_t, lo, hi) |x0_hat - x0|^2,
+    with x0_hat the prediction's own x0 (Min-SNR / EQGAT-diff weighting)."""
+    from diffusekit.objective import signal_to_noise
+    from diffusekit.schedule import Corrupted
+
+    parameterization, process = _registered("parameterization", param), _registered("schedule", schedule)
+    g = torch.Generator().manual_seed(seed)
+    d = torch.float64
+    times = torch.full((4,), t, dtype=d)
+    x0, eps, raw = (torch.randn(4, 3, generator=g, dtype=d) for _ in range(3))
+    c = process.coefficients(times)
+    x_t = c.alpha[:, None] * x0 + c.sigma[:, None] * eps
+    prepared = parameterization.prepare(process, x_t, times)
+    x0_hat = parameterization.output(raw, prepared).x0
+    objective = Denoising(weighting="snr", snr_min=lo, snr_max=hi)
+    drawn = attrs.make_class("D", ["times"])({"x": times})
+    denoiser = attrs.make_class("Dn", ["schedules", "parameterizations"])({"x": process}, {"x": parameterization})
+    w = objective.weights(denoiser, drawn)["x"]
+    weighted = w[:, None] * parameterization.loss(raw, prepared, x0, Corrupted(x_t, eps))
+    snr = torch.exp(process.log_snr(times))
+    assert torch.allclose(signal_to_noise(process, times), snr)
+    expected = snr.clamp(lo, hi)[:, None] * torch.square(x0_hat - x0)
+    assert torch.allclose(weighted, expected, rtol=1e-6, atol=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(0.0, 1.0), st.sampled_from(["log_linear", "cosine", "linear"]))
+def test_snr_weighting_of_a_categorical_part_is_the_clipped_odds_of_keeping_the_token(t, keep):
+    process = _registered("schedule", "masked:marginal", frequencies=[0.7, 0.2, 0.1], keep=keep)
+    times = torch.tensor([t, 0.0, 1.0], dtype=torch.float64)
+    objective = Denoising(weighting="snr", snr_min=0.05, snr_max=1.5)
+    drawn = attrs.make_class("D", ["times"])({"x": times})
+    denoiser = attrs.make_class("Dn", ["schedules", "parameterizations"])({"x": process}, {"x": None})
+    w = objective.weights(denoiser, drawn)["x"]
+    alpha = process.keep_probability(times)
+    odds = alpha / (1 - alpha)
+    assert torch.isfinite(w).all()
+    assert w[1] == 1.5 and w[2] == 0.05  # t = 0: infinite odds, clipped; t = 1: none kept, the floor
+    if 0.0 < t < 1.0:
+        assert torch.isclose(w[0], odds[0].clamp(0.05, 1.5))
+
+
+def test_snr_weighting_is_finite_at_t0_and_held_elements_get_no_gradient_from_it():
+    """At t = 0 a Gaussian part's x0 weight divides by an infinite scale (v, eps): the weight is 0, never NaN."""
+    process, parameterization = (
+        _registered("schedule", "gaussian:vp_cosine"),
+        _registered("parameterization", "gaussian:v"),
+    )
+    drawn = attrs.make_class("D", ["times"])({"x": torch.tensor([0.0, 0.5], dtype=torch.float64)})
+    denoiser = attrs.make_class("Dn", ["schedules", "parameterizations"])({"x": process}, {"x": parameterization})
+    w = Denoising(weighting="snr").weights(denoiser, drawn)["x"]
+    assert torch.isfinite(w).all() and w[0] == 0 and w[1] > 0
+
+
+def test_snr_weighting_trains_and_changes_the_run(tmp_path):
+    plain, weighted = tmp_path / "plain.safetensors", tmp_path / "weighted.safetensors"
+    train(build(_recipe()), _data(), out=plain, progress=False)
+    objective = ComponentSpec("core:denoising", {"weighting": "snr", "snr_min": 0.05, "snr_max": 1.5})
+    train(build(_recipe(objective)), _data(), out=weighted, progress=False)
+    a, b = load_checkpoint(plain).group("model"), load_checkpoint(weighted).group("model")
+    assert all(torch.isfinite(v).all() for v in b.values())
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"weighting": "snr", "snr_max": float("inf")}, "finite"),
+        ({"weighting": "snr", "snr_min": 2.0, "snr_max": 1.0}, "snr_min"),
+        ({"weighting": "min_snr"}, "weighting"),
+    ],
+)
+def test_bad_weighting_settings_are_config_errors(params, match):
+    with pytest.raises(ConfigError, match=match):
+        build(_recipe(ComponentSpec("core:denoising", params)))

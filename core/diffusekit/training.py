@@ -32,7 +32,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -315,15 +315,19 @@ def draw_batch(pipeline: Pipeline, batch: Data, generator: torch.Generator) -> D
     return Drawn(condition, times, corrupted, held)
 
 
-def batch_losses(denoiser: Denoiser, batch: Data, drawn: Drawn) -> dict[str, Tensor]:
+def batch_losses(
+    denoiser: Denoiser, batch: Data, drawn: Drawn, weights: Mapping[str, Tensor] | None = None
+) -> dict[str, Tensor]:
     """The per-part mean losses of ``batch`` under its draws (before the per-part weights).
     Elements held given are left out: a sample's loss is the mean over its other elements (0 when
-    it has none)."""
+    it has none). ``weights`` (per part, shaped like its time) multiply each element's loss first."""
     prepared = denoiser.prepare({n: c.x_t for n, c in drawn.corrupted.items()}, drawn.times)
     raw = denoiser.run_network(prepared, drawn.condition)
     losses = {}
     for name, x0 in batch.parts.items():
         loss = denoiser.parameterizations[name].loss(raw[name], prepared[name], x0, drawn.corrupted[name])
+        if weights is not None and name in weights:
+            loss = loss * align_time(weights[name], loss).to(loss.dtype)
         if name not in drawn.held:
             losses[name] = loss.mean()
             continue

@@ -265,21 +265,29 @@ class QM9GraphMethod(QM9Method):
     def recipe(self) -> Recipe:
         base = super().recipe()
 
-        def categorical(shape: tuple[int, ...], frequencies: tuple[float, ...]) -> PartSpec:
+        def categorical(shape: tuple[int, ...], frequencies: tuple[float, ...], weight: float) -> PartSpec:
             schedule = ComponentSpec("masked:marginal", {"frequencies": list(frequencies)})
             return PartSpec(
-                shape=shape, schedule=schedule, parameterization=ComponentSpec("masked:x0_logits"), time_dims=2
+                shape=shape,
+                schedule=schedule,
+                parameterization=ComponentSpec("masked:x0_logits"),
+                time_dims=2,
+                loss_weight=weight,
             )
 
-        pos = attrs.evolve(base.parts["pos"], parameterization=ComponentSpec("gaussian:v"))
+        # EQGAT-diff's loss: the parts weighted 3 / 0.4 / 1 / 2, and every element by its part's
+        # signal-to-noise ratio clipped to [0.05, 1.5] (on the x0 error of the positions)
+        pos = attrs.evolve(base.parts["pos"], parameterization=ComponentSpec("gaussian:v"), loss_weight=3.0)
+        objective = ComponentSpec("core:denoising", {"weighting": "snr", "snr_min": 0.05, "snr_max": 1.5})
         return attrs.evolve(
             base,
             parts={
                 "pos": pos,
-                "atoms": categorical((MAX_ATOMS,), TRAIN_ATOM_FREQUENCIES),
-                "charges": categorical((MAX_ATOMS,), TRAIN_CHARGE_FREQUENCIES),
-                "bonds": categorical((pair_count(MAX_ATOMS),), TRAIN_BOND_FREQUENCIES),
+                "atoms": categorical((MAX_ATOMS,), TRAIN_ATOM_FREQUENCIES, 0.4),
+                "charges": categorical((MAX_ATOMS,), TRAIN_CHARGE_FREQUENCIES, 1.0),
+                "bonds": categorical((pair_count(MAX_ATOMS),), TRAIN_BOND_FREQUENCIES, 2.0),
             },
+            train=attrs.evolve(base.train, objective=objective),
             network=ComponentSpec(
                 "molecules:eqgat",
                 {"width": 128, "vector_width": 32, "edge_width": 32, "layers": 6, "charges": 3, "bonds": BOND_ORDERS},
