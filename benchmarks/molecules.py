@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import diffusekit as dk  # noqa: E402
 from common import Counting, environment  # noqa: E402
 from diffusekit.checkpoint import atomic_write  # noqa: E402
+from diffusekit.recipe import parse_value  # noqa: E402
 from diffusekit_molecules import evaluate, likelihood, methods, qm9  # noqa: E402
 from diffusekit_molecules.datasets import QM9Dataset  # noqa: E402
 from diffusekit_molecules.state import MoleculeSize  # noqa: E402
@@ -56,12 +57,23 @@ SAMPLERS = {  # name -> (sampler, grid, grid steps); NFE = steps x evaluations p
 }
 
 
-def pipeline(path: Path | None, sampler: str | None = None, grid: str | None = None, steps: int | None = None):
+def pipeline(
+    path: Path | None,
+    sampler: str | None = None,
+    grid: str | None = None,
+    steps: int | None = None,
+    settings: list[str] | None = None,
+):
     """The checkpoint's pipeline with its own sampler, grid and steps unless given; by default
     ``molecules:qm9`` as it ships (its recipe now, with the shipped weights: what ``diffusekit run``
-    samples)."""
+    samples). ``settings`` are further ``KEY=VALUE`` overrides (``sampler.gaussian=gaussian:ddpm``)."""
     overrides = {"sampler": sampler, "grid": grid, "grid.steps": steps}
     overrides = {key: value for key, value in overrides.items() if value is not None}
+    for item in settings or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
+        overrides[key] = parse_value(value)
     if path is None:
         if methods.QM9Method().weights() is None:
             raise SystemExit("molecules:qm9 ships no weights: train them (plugins/molecules/scripts/train.sh)")
@@ -184,7 +196,7 @@ HEADER = (
 
 def bench_quality(args) -> None:
     if args.shard is not None:  # sample one shard, evaluate nothing (``--merge`` does)
-        pipe = pipeline(args.checkpoint, args.sampler, args.grid, args.steps)
+        pipe = pipeline(args.checkpoint, args.sampler, args.grid, args.steps, args.set)
         draw_shard(pipe, args.num, args.batch, args.shard, args.save)
         return
     batches = None
@@ -198,7 +210,7 @@ def bench_quality(args) -> None:
         report = evaluate.evaluate(data.atoms[index], data.pos[index], train_smiles=known, canonicalize_train=False)
         print(report_row("QM9 test split (data)", report, None, "-"), flush=True)
     if not args.merge:
-        pipe = pipeline(args.checkpoint, args.sampler, args.grid, args.steps)
+        pipe = pipeline(args.checkpoint, args.sampler, args.grid, args.steps, args.set)
         molecules, seconds, nfe = draw(pipe, args.num, args.batch)
         name = quality_name(pipe)
     report = evaluate.evaluate(**molecules, train_smiles=known, canonicalize_train=False)
@@ -421,6 +433,9 @@ def main() -> None:
     parser.add_argument("--sampler", help="quality: a sampler (default: the recipe's)")
     parser.add_argument("--grid", help="quality: a grid (default: the recipe's)")
     parser.add_argument("--steps", type=int, help="quality: grid steps (default: the recipe's)")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="quality: override a sampling entry (repeatable)"
+    )
     parser.add_argument("--data", action="store_true", help="quality: also evaluate QM9's test split")
     parser.add_argument("--json", type=Path, help="quality: write the report here")
     parser.add_argument(
