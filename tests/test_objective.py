@@ -163,7 +163,7 @@ def test_snr_weighting_of_a_categorical_part_is_the_clipped_odds_of_keeping_the_
         assert torch.isclose(w[0], odds[0].clamp(0.05, 1.5))
 
 
-def test_snr_weighting_is_finite_at_t0_and_held_elements_get_no_gradient_from_it():
+def test_snr_weighting_is_zero_not_nan_at_t0():
     """At t = 0 a Gaussian part's x0 weight divides by an infinite scale (v, eps): the weight is 0, never NaN."""
     process, parameterization = (
         _registered("schedule", "gaussian:vp_cosine"),
