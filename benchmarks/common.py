@@ -67,3 +67,16 @@ def environment() -> str:
 
 
 import importlib.metadata  # noqa: E402  (used by environment())
+
+
+def parse_settings(pairs: list[str] | None) -> dict[str, object]:
+    """``KEY=VALUE`` options (``--set``) as recipe overrides, values parsed as the CLI parses them."""
+    from diffusekit.recipe import parse_value
+
+    out: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
+        out[key.strip()] = parse_value(value.strip())
+    return out

@@ -38,9 +38,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 import diffusekit as dk  # noqa: E402
-from common import Counting, environment  # noqa: E402
+from common import Counting, environment, parse_settings  # noqa: E402
 from diffusekit.checkpoint import atomic_write  # noqa: E402
-from diffusekit.recipe import parse_value  # noqa: E402
 from diffusekit_molecules import evaluate, likelihood, methods, qm9  # noqa: E402
 from diffusekit_molecules.datasets import QM9Dataset  # noqa: E402
 from diffusekit_molecules.state import MoleculeSize  # noqa: E402
@@ -69,11 +68,7 @@ def pipeline(
     samples). ``settings`` are further ``KEY=VALUE`` overrides (``sampler.gaussian=gaussian:ddpm``)."""
     overrides = {"sampler": sampler, "grid": grid, "grid.steps": steps}
     overrides = {key: value for key, value in overrides.items() if value is not None}
-    for item in settings or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
-        overrides[key] = parse_value(value)
+    overrides.update(parse_settings(settings))
     if path is None:
         if methods.QM9Method().weights() is None:
             raise SystemExit("molecules:qm9 ships no weights: train them (plugins/molecules/scripts/train.sh)")

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from common import environment
+from common import environment, parse_settings
 
 BIN = Path(sys.executable).parent
 RECIPE = "gaussian:digits"
@@ -342,12 +342,6 @@ def variant_table(rounds: Rounds, compiled: Rounds | None) -> str:
 
 
 # --- main ------------------------------------------------------------------------------------
-
-
-def parse_settings(pairs: list[str]) -> dict[str, object]:
-    from diffusekit.recipe import parse_value
-
-    return {key: parse_value(value) for key, value in (pair.split("=", 1) for pair in pairs)}
 
 
 def main() -> None:
