@@ -7,7 +7,16 @@ import pytest
 import torch
 from diffusekit import ClassLabel, Data, Denoiser, Pipeline, build, load_checkpoint, train
 from diffusekit.errors import CheckpointError, ConfigError, ShapeError
-from diffusekit.recipe import ComponentSpec, PartSpec, Recipe, TrainConfig
+from diffusekit.recipe import (
+    ComponentSpec,
+    PartSpec,
+    Recipe,
+    TrainConfig,
+    dumps_json,
+    dumps_toml,
+    loads_json,
+    loads_toml,
+)
 from diffusekit.testing.oracle import GaussianMixture
 from diffusekit.training import (
     T_MIN,
@@ -489,6 +498,58 @@ def test_a_finetune_stage_computes_what_a_run_from_the_stage_befores_weights_doe
     train(pipeline, data, progress=False)
     for name, value in load_checkpoint(staged).weights().items():
         assert torch.equal(pipeline.network.state_dict()[name], value), name
+
+
+def _widening():
+    """Two stages, the second adding a block to the MLP (new weights, freshly initialised)."""
+    recipe = _staged()
+    return attrs.evolve(recipe, finetune=[attrs.evolve(recipe.finetune[0], network={"depth": 3})])
+
+
+def test_a_stage_that_changes_the_network_trains_it_from_the_stage_befores_weights(tmp_path):
+    recipe, data = _widening(), _data()
+    first, second = stages(recipe)
+    assert first.network == recipe.network and first.network.params["depth"] == 2
+    assert second.network.params == {**recipe.network.params, "depth": 3} and second.train.network is None
+    assert recipe.final_network == second.network
+    staged = tmp_path / "staged.safetensors"
+    train(build(recipe), data, out=staged, progress=False)
+    # the oracle: the first stage alone, then the second's recipe started from its checkpoint
+    alone, tuned = tmp_path / "first.safetensors", tmp_path / "tuned.safetensors"
+    train(build(first), data, out=alone, progress=False)
+    train(build(second), data, out=tuned, init=alone, progress=False)
+    _same_checkpoints(stage_file(staged, 1, 2), alone)
+    _same_checkpoints(staged, tuned)
+    assert len(load_checkpoint(alone).weights()) < len(load_checkpoint(staged).weights())  # the new block's
+    assert load_checkpoint(staged).recipe.network == second.network
+    # sampling builds the last stage's network, so the staged run's weights load into it
+    pipeline = build(recipe)
+    assert len(pipeline.network.blocks) == 3 and len(build(first).network.blocks) == 2
+    pipeline.load_weights(load_checkpoint(staged).weights(), source="staged")
+    # in memory the stages chain the same way, ending in the given pipeline's network
+    pipeline = build(recipe)
+    train(pipeline, data, progress=False)
+    for name, value in load_checkpoint(staged).weights().items():
+        assert torch.equal(pipeline.network.state_dict()[name], value), name
+
+
+def test_a_stages_network_round_trips_and_a_later_stage_can_go_back():
+    recipe = _widening()
+    back = attrs.evolve(recipe, finetune=[*recipe.finetune, attrs.evolve(recipe.finetune[0], network=None)])
+    for r in (recipe, back):
+        assert loads_toml(dumps_toml(r)) == r and loads_json(dumps_json(r)) == r
+    assert "depth = 3" in dumps_toml(recipe).split("[[finetune]]")[1]
+    assert [s.network.params["depth"] for s in stages(back)] == [2, 3, 2] and back.final_network == back.network
+    assert attrs.evolve(recipe.train, network={}).network is None  # TOML's empty table is none
+
+
+def test_a_stages_network_is_validated_where_it_is_set():
+    recipe = attrs.evolve(_staged(), finetune=[attrs.evolve(_staged().finetune[0], network={"depth": 0})])
+    with pytest.raises(ConfigError, match=r"finetune\[0\]\.network"):
+        build(recipe)
+    recipe = attrs.evolve(_staged(), finetune=[attrs.evolve(_staged().finetune[0], network={"width": 3})])
+    with pytest.raises(ConfigError, match=r"finetune\[0\]\.network.*width"):
+        build(recipe)
 
 
 def test_a_staged_run_resumes_the_latest_stage_it_reached(tmp_path):

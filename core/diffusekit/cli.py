@@ -408,6 +408,7 @@ def _model_differs(shipped: Any, recipe: Any) -> str | None:
 
     recipe = attrs.evolve(
         recipe,
+        network=recipe.final_network,
         parts={
             name: attrs.evolve(part, schedule=shipped.parts[name].schedule) if name in shipped.parts else part
             for name, part in recipe.parts.items()

@@ -257,7 +257,8 @@ def resolve_recipe(source: Recipe | str | Path | Mapping[str, Any], registry: Re
 
 
 def build(source: Recipe | str | Path | Mapping[str, Any], registry: Registry | None = None) -> Pipeline:
-    """Build the pipeline a recipe describes (network freshly initialised from ``recipe.seed``)."""
+    """Build the pipeline a recipe describes (network freshly initialised from ``recipe.seed``;
+    the network of the recipe's last training stage, :attr:`~diffusekit.Recipe.final_network`)."""
     registry = registry or get_registry()
     recipe = resolve_recipe(source, registry)
     validate(recipe, registry)
@@ -269,7 +270,7 @@ def build(source: Recipe | str | Path | Mapping[str, Any], registry: Registry | 
         name: instantiate(registry, "parameterization", part.parameterization, f"parts.{name}.parameterization")
         for name, part in recipe.parts.items()
     }
-    spec = instantiate(registry, "network", recipe.network, "network")
+    spec = instantiate(registry, "network", recipe.final_network, "network")
     with _INIT_LOCK, torch.random.fork_rng(devices=[]):  # seeding uses torch's global generator
         torch.manual_seed(recipe.seed)
         network = spec.build()

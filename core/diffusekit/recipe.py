@@ -69,6 +69,11 @@ def _plain_denoising(spec: ComponentSpec | None) -> ComponentSpec | None:
     return spec
 
 
+def _no_empty(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``None`` for no network parameters however it is spelt (``{}`` in TOML, which has no null)."""
+    return params or None
+
+
 @attrs.frozen
 class PartSpec:
     """One part of the state: its per-sample shape, schedule and parameterization.
@@ -133,6 +138,10 @@ class TrainConfig:
     # the seed of this stage's draws (batches, times, noise, dropout); none: the recipe's seed.
     # A later stage that repeats the one before's settings draws fresh batches only with its own.
     seed: int | None = None
+    # parameters this stage sets on the recipe's network, e.g. a later stage that turns on a
+    # new input path (its weights start as the network initialises them: diffusekit.training.
+    # widen_into); none: the recipe's network as it is. The last stage's network is the one sampled.
+    network: dict[str, Any] | None = attrs.field(default=None, converter=_no_empty)
 
 
 @attrs.frozen
@@ -174,6 +183,17 @@ class Recipe:
     def train_stages(self) -> tuple[TrainConfig, ...]:
         """The settings of every training stage in order: ``train``, then each ``finetune``."""
         return (self.train, *self.finetune)
+
+    def stage_network(self, cfg: TrainConfig) -> ComponentSpec:
+        """The network a stage with settings ``cfg`` trains: ``network`` with the stage's parameters set."""
+        if not cfg.network:
+            return self.network
+        return attrs.evolve(self.network, params={**self.network.params, **cfg.network})
+
+    @property
+    def final_network(self) -> ComponentSpec:
+        """The network the last training stage trains: the one its weights fit, which sampling builds."""
+        return self.stage_network(self.train_stages[-1])
 
 
 # --- strict structuring: no silent int('10') or int(3.7) --------------------------------
@@ -273,6 +293,8 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
                 change["objective"] = converter.unstructure(DENOISING)
             if "seed" in previous and "seed" not in stage:  # back to the recipe's seed: name it
                 change["seed"] = data.get("seed", 0)
+            if "network" in previous and "network" not in stage:  # back to the recipe's network: an empty table
+                change["network"] = {}
             changes.append(change)
             previous = stage
         data["finetune"] = changes
@@ -486,7 +508,12 @@ def validate(recipe: Recipe, registry: Registry) -> None:
         except DiffusekitError as exc:
             raise ConfigError("method", str(exc)) from None
     for index, cfg in enumerate(recipe.train_stages):
-        _check_train(recipe, cfg, "train" if index == 0 else f"finetune[{index - 1}]", registry)
+        path = "train" if index == 0 else f"finetune[{index - 1}]"
+        _check_train(recipe, cfg, path, registry)
+        if cfg.network:  # each stage's network must build and take the parts
+            instantiate(registry, "network", recipe.stage_network(cfg), f"{path}.network").check_parts(
+                recipe.parts, schedules
+            )
     for key in ("num", "batch_size"):
         if getattr(recipe.sample, key) < 1:
             raise ConfigError(f"sample.{key}", "must be at least 1")

@@ -623,8 +623,13 @@ def stages(recipe: Recipe) -> list[Recipe]:
     ``diffusekit train --init <the stage before's checkpoint>`` with its settings computes. That
     is the usual pretrain-then-anneal recipe (a constant learning rate, then a cosine decay to a
     small one from the averaged weights), and how a fine-tuning objective follows pre-training.
+    A stage that sets network parameters (``network`` in its table) has them in its recipe's
+    ``network``: a stage may widen the network the stage before trained (:func:`widen_into`).
     """
-    return [attrs.evolve(recipe, train=cfg, finetune=[]) for cfg in recipe.train_stages]
+    return [
+        attrs.evolve(recipe, network=recipe.stage_network(cfg), train=attrs.evolve(cfg, network=None), finetune=[])
+        for cfg in recipe.train_stages
+    ]
 
 
 def stage_file(out: Path, stage: int, count: int) -> Path:
@@ -678,6 +683,7 @@ def train(
         raise CheckpointError("nothing to resume: no checkpoint path given")
     if count == 1:
         start = None if init is None else _init_weights(init)
+        pipeline = _stage_pipeline(pipeline, runs[0])
         return _train_stage(pipeline, data, out, resume, overwrite, start, steps, progress, metrics, callback, None)
     files = [stage_file(out, n, count) if out is not None else None for n in range(1, count + 1)]
     logs = [stage_file(metrics, n, count) if metrics is not None else None for n in range(1, count + 1)]
@@ -704,12 +710,13 @@ def train(
                 f.unlink(missing_ok=True)
     data = load_data(pipeline) if data is None else data
     start = None if init is None else _init_weights(init)
-    result = None
+    result, previous = None, pipeline
     for i in range(first, count):
         if i > first:
-            start = _init_weights(files[i - 1]) if files[i - 1] is not None else _current_weights(pipeline, i)
+            start = _init_weights(files[i - 1]) if files[i - 1] is not None else _current_weights(previous, i)
+        previous = _stage_pipeline(pipeline, runs[i])
         result = _train_stage(
-            attrs.evolve(pipeline, recipe=runs[i]),
+            previous,
             data,
             files[i],
             resume and i == first,
@@ -723,6 +730,20 @@ def train(
         )
     assert result is not None
     return result
+
+
+def _stage_pipeline(pipeline: Pipeline, stage: Recipe) -> Pipeline:
+    """``pipeline`` with one stage's recipe; with a network of its own, freshly built, where that
+    stage's network differs from the one ``pipeline`` holds (its recipe's last stage's)."""
+    if stage.network == pipeline.recipe.final_network:
+        return attrs.evolve(pipeline, recipe=stage)
+    from diffusekit.pipeline import build
+
+    fresh = build(stage)
+    denoiser = pipeline.denoiser
+    if not isinstance(denoiser, Denoiser):
+        raise ConfigError("network", "a stage that changes the network trains a recipe's own denoiser only")
+    return attrs.evolve(pipeline, recipe=stage, denoiser=attrs.evolve(denoiser, network=fresh.network))
 
 
 def _refuse_existing(out: Path, cfg: TrainConfig) -> None:

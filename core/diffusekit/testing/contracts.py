@@ -850,7 +850,7 @@ def method_contracts(method: Method, registry: Registry | None) -> dict[str, tup
         checkpoint = load_checkpoint(path)
         recipe = method.recipe()
         shipped = checkpoint.recipe
-        assert shipped.parts == recipe.parts and shipped.network == recipe.network, (
+        assert shipped.parts == recipe.parts and shipped.network == recipe.final_network, (
             f"shipped weights {path} were trained with another model than the method's recipe"
         )
         # trained as the recipe's last stage says (bookkeeping such as the planned step count aside),

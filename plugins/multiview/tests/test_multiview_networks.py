@@ -9,8 +9,9 @@ from diffusekit import ClassLabel, ConditionList, ConfigError, Embedding, PartSp
 from diffusekit.recipe import ComponentSpec
 from diffusekit.testing.contracts import network_contracts
 from diffusekit.testing.reference import TrigonometricSchedule
+from diffusekit.training import widen_into
 from diffusekit_multiview import cameras
-from diffusekit_multiview.networks import MultiViewTransformer, MultiViewUNet
+from diffusekit_multiview.networks import MultiViewTransformer, MultiViewUNet, reference_channels
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -145,6 +146,75 @@ def test_views_interact_only_through_cross_view_attention(arch: str, views: int,
             assert torch.allclose(a[:, others], b[:, others], rtol=0, atol=1e-6)
 
 
+def held(t: torch.Tensor, data, label: str = "held views") -> torch.Tensor:
+    """``t`` with a drawn subset of each sample's views at t = 0 (given views)."""
+    mask = torch.tensor(data.draw(st.lists(st.booleans(), min_size=t.numel(), max_size=t.numel()), label=label))
+    return torch.where(mask.reshape(t.shape), torch.zeros_like(t), t)
+
+
+@examples
+@given(st.integers(1, 3), st.integers(1, 5), st.sampled_from(MODES), st.integers(0, 2**16), st.data())
+def test_reference_channels_are_the_mean_clean_view_and_a_flag(batch: int, views: int, camera: str, seed: int, data):
+    x, t, _, _ = scene(batch, views, seed, torch.float64)
+    t = held(t, data)
+    out = reference_channels(x, t == 0)
+    assert out.shape == (batch, views, 4, SIZE, SIZE)
+    for b in range(batch):
+        clean = [x[b, i] for i in range(views) if t[b, i] == 0]
+        want = torch.zeros(3, SIZE, SIZE, dtype=x.dtype) if not clean else sum(clean) / len(clean)
+        for i in range(views):
+            assert torch.allclose(out[b, i, :3], want, rtol=1e-12, atol=1e-12)
+            assert torch.equal(out[b, i, 3], torch.full((SIZE, SIZE), float(bool(clean)), dtype=x.dtype))
+
+
+@examples
+@given(st.integers(1, 2), st.integers(2, 5), st.sampled_from(MODES), st.booleans(), st.integers(0, 2**16), st.data())
+def test_the_reference_path_keeps_view_permutation_equivariance(
+    batch: int, views: int, camera: str, cross_view: bool, seed: int, data
+) -> None:
+    perm = torch.tensor(data.draw(st.permutations(range(views)), label="permutation"))
+    x, t, extrinsics, labels = scene(batch, views, seed, torch.float64)
+    t = held(t, data)
+    m = model(seed, torch.float64, "unet", camera=camera, cross_view=cross_view, reference=True)
+    with torch.no_grad():
+        out = m(x, t, condition(extrinsics, labels))
+        permuted = m(x[:, perm], t[:, perm], condition(extrinsics[:, perm], labels))
+    assert torch.allclose(permuted, out[:, perm], rtol=1e-9, atol=1e-10)
+
+
+@examples
+@given(st.integers(2, 5), st.sampled_from(MODES), st.integers(0, 2**16), st.data())
+def test_without_cross_view_attention_the_reference_path_carries_only_clean_views(
+    views: int, camera: str, seed: int, data
+) -> None:
+    j = data.draw(st.integers(0, views - 1), label="perturbed view")
+    x, t, extrinsics, labels = scene(2, views, seed)
+    others = [i for i in range(views) if i != j]
+    y = x.clone()
+    y[:, j] += torch.randn_like(y[:, j])
+    m, cond = model(seed, arch="unet", camera=camera, cross_view=False, reference=True), condition(extrinsics, labels)
+    given = t.clone()
+    given[:, j] = 0.0  # view j given: the others read it
+    with torch.no_grad():
+        assert not close(m(x, given, cond)[:, others], m(y, given, cond)[:, others])
+        assert torch.allclose(m(x, t, cond)[:, others], m(y, t, cond)[:, others], rtol=0, atol=1e-6)  # j noisy
+
+
+@examples
+@given(st.integers(1, 3), st.integers(1, 4), st.sampled_from(MODES), st.integers(0, 2**16), st.data())
+def test_turning_the_reference_path_on_starts_from_the_same_function(
+    batch: int, views: int, camera: str, seed: int, data
+) -> None:
+    x, t, extrinsics, labels = scene(batch, views, seed)
+    t, cond = held(t, data), condition(extrinsics, labels)
+    before = model(seed, arch="unet", camera=camera)
+    after = spec("unet", camera=camera, reference=True).build().eval()
+    notes = widen_into(after, before.state_dict(), "stage 1")
+    assert notes and all("conv_reference" in note and "new" in note for note in notes)
+    with torch.no_grad():
+        assert torch.equal(after(x, t, cond), before(x, t, cond))
+
+
 @examples
 @given(
     st.sampled_from(ARCHS), st.integers(1, 5), st.sampled_from(MODES), st.booleans(), st.integers(0, 2**16), st.data()
@@ -219,6 +289,7 @@ def test_deterministic_given_the_seed() -> None:
         {"camera": "none", "views": 1},
         {"arch": "unet"},
         {"arch": "unet", "camera": "extrinsics", "cross_view": False, "num_classes": 0},
+        {"arch": "unet", "reference": True},
     ],
 )
 def test_network_contracts(kw: dict) -> None:

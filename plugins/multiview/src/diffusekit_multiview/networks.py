@@ -390,7 +390,13 @@ class MultiViewUNetModule(ViewsModule):
         ch = spec.channels
         emb = 4 * ch
         super().__init__(spec, emb)
-        self.conv_in = nn.Conv2d(CHANNELS + (6 if spec.camera == "plucker" else 0), ch, 3, padding=1)
+        rays = 6 if spec.camera == "plucker" else 0
+        self.conv_in = nn.Conv2d(CHANNELS + rays, ch, 3, padding=1)
+        self.conv_reference = None
+        if spec.reference:  # zero-initialised: a network widened from one without it computes what that one did
+            self.conv_reference = nn.Conv2d(CHANNELS + rays + 1, ch, 3, padding=1)
+            nn.init.zeros_(self.conv_reference.weight)
+            nn.init.zeros_(self.conv_reference.bias)
         widths = [ch * m for m in spec.channel_mult]
 
         def attention(level: int, width: int) -> nn.Module:
@@ -439,6 +445,9 @@ class MultiViewUNetModule(ViewsModule):
         if self.spec.camera == "plucker":
             pixels = torch.cat([x, self._plucker(extrinsics, b, views, x)], dim=2)
         h = self.conv_in(pixels.reshape(b * views, -1, size, size))
+        if self.conv_reference is not None:
+            level = noise_per_row(noise, b, views, x.dtype, x.device, "view")
+            h = h + self.conv_reference(reference_channels(pixels, level == 0).reshape(b * views, -1, size, size))
         hs = [h]
 
         def apply(pair: nn.ModuleList, h: Tensor) -> Tensor:
@@ -458,6 +467,19 @@ class MultiViewUNetModule(ViewsModule):
         return self.conv_out(F.silu(self.norm_out(h))).reshape(x.shape)
 
 
+def reference_channels(pixels: Tensor, clean: Tensor) -> Tensor:
+    """Zero123's conditioning input for every view (Liu et al., 2023, "Zero-1-to-3"): the
+    sample's clean views, ``pixels`` ``(B, V, C, S, S)`` (colours and any ray channels) where
+    ``clean`` ``(B, V)``, averaged, then a channel of ones; all zeros for a sample with no clean
+    view. ``(B, V, C + 1, S, S)``, the same for every view of a sample. A mean, so permuting the
+    views permutes nothing here."""
+    weights = clean.to(pixels.dtype)
+    count = weights.sum(1)
+    mean = torch.einsum("bv,bvchw->bchw", weights, pixels) / count.clamp_min(1.0)[:, None, None, None]
+    flag = (count > 0).to(pixels.dtype)[:, None, None, None].expand(-1, 1, *pixels.shape[-2:])
+    return torch.cat([mean, flag], 1)[:, None].expand(-1, pixels.shape[1], -1, -1, -1)
+
+
 @attrs.frozen
 class MultiViewUNet(Network):
     """A multi-view U-Net, MVDream's architecture at small scale (Shi et al., 2023): every view goes
@@ -468,6 +490,16 @@ class MultiViewUNet(Network):
     (time, plus extrinsics through an MLP, plus class) modulates its residual blocks, and Plücker rays
     (``camera="plucker"``) are 6 channels beside the pixels. Nothing depends on a view's index, so
     permuting the views with their cameras permutes the outputs.
+
+    With ``reference=True`` every view also reads, beside its own pixels, the mean of the sample's
+    clean views (those at noise level 0: the given views a time plan holds at t = 0, for
+    parameterizations whose noise level is the time) with their ray channels and a flag, through a
+    zero-initialised convolution added to the input convolution's output (:func:`reference_channels`;
+    Zero123's concatenated input image, Liu et al., 2023). Cross-view attention lets a generated view
+    read a given one only at the attention levels' resolution; this path gives it the given view at
+    full resolution from the first layer. Its convolution starts at zero, so a fine-tuning stage that
+    turns it on (:func:`diffusekit.training.widen_into`) starts from exactly what the network computed
+    without it.
 
     Convolutions denoise pixels locally from the first steps of training, where a patch transformer
     of the same cost first has to learn to undo the noise inside every patch; on 32×32 views and CPU
@@ -486,6 +518,7 @@ class MultiViewUNet(Network):
     num_classes: int = attrs.field(default=0, validator=v.ge(0))
     dropout: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.lt(1.0)])
     fov_deg: float = attrs.field(default=scenes.FOV_DEG, validator=[v.gt(0.0), v.lt(180.0)])
+    reference: bool = False
 
     def __attrs_post_init__(self) -> None:
         factor = 2 ** (len(self.channel_mult) - 1)
