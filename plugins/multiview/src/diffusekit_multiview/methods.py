@@ -3,8 +3,8 @@
 One set of weights serves both tasks; a task is a time plan over the views (per-view time,
 ``time_dims = 2``): in ``shapes`` every view is generated, in ``nvs`` the given view is held at
 t = 0 (:mod:`diffusekit.known`) while the others are denoised at their cameras. Training holds a
-random subset of views given in half the batches (``train.hold``), so the one network learns
-both.
+random subset of views given in half the batches (``train.hold``; three quarters in the last
+stage), so the one network learns both.
 
 * ``multiview:shapes`` — :data:`VIEWS` views of a new object of a shape class, on an orbit;
 * ``multiview:nvs`` — novel views of a held-out rendered scene from one view (its other views
@@ -101,8 +101,12 @@ class ShapesMethod(Method):
     training time; one shared time for 30% of samples; random views held given for half the
     samples, so the same weights do novel-view synthesis). The shape class is dropped for 10% of
     samples (classifier-free guidance, ``guidance.scale``); the cameras never are. Training runs
-    in two stages: 3,000 steps at a constant learning rate, then 1,500 from their EMA weights with
-    the rate decaying to 1e-5 on a cosine (a ``finetune`` stage).
+    in three stages: 3,000 steps at a constant learning rate; 1,500 from their EMA weights with
+    the rate decaying to 1e-5 on a cosine (a ``finetune`` stage); then 1,500 more with the same
+    rate schedule, views held given in 75% of samples, and the network's ``reference`` input
+    turned on (every view also reads the given views at full resolution through a
+    zero-initialised convolution, as Zero123 added the input image's channels to a trained
+    model; Liu et al., 2023).
     """
 
     shape: str | None = attrs.field(default=None, validator=v.optional(v.in_(primitives.KINDS)))
@@ -157,7 +161,10 @@ class ShapesMethod(Method):
         decay = attrs.evolve(
             recipe.train, steps=1500, warmup_steps=100, lr_schedule="cosine", lr_min=1e-5, ema_decay=0.995
         )
-        return attrs.evolve(recipe, finetune=[decay])
+        # then the given view as a full-resolution input (Zero123), from stage 2's EMA weights: its
+        # convolution starts at zero; views are held given in 3 of 4 batches, with fresh draws
+        reference = attrs.evolve(decay, hold=0.75, seed=1, network={"reference": True})
+        return attrs.evolve(recipe, finetune=[decay, reference])
 
     def weights(self) -> Path | None:
         return packaged_weights("diffusekit_multiview", "shapes")
