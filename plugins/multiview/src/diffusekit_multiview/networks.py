@@ -439,14 +439,13 @@ class MultiViewUNetModule(ViewsModule):
         self._check(x, "U-Net")
         b, views, size = x.shape[0], x.shape[1], self.spec.size
         extrinsics, label = split_condition(condition)
-        e = self._embed(noise_per_row(noise, b, views, x.dtype, x.device, "view"), extrinsics, label, b, views)
-        e = e.reshape(b * views, -1)
+        level = noise_per_row(noise, b, views, x.dtype, x.device, "view")
+        e = self._embed(level, extrinsics, label, b, views).reshape(b * views, -1)
         pixels = x
         if self.spec.camera == "plucker":
             pixels = torch.cat([x, self._plucker(extrinsics, b, views, x)], dim=2)
         h = self.conv_in(pixels.reshape(b * views, -1, size, size))
         if self.conv_reference is not None:
-            level = noise_per_row(noise, b, views, x.dtype, x.device, "view")
             h = h + self.conv_reference(reference_channels(pixels, level == 0).reshape(b * views, -1, size, size))
         hs = [h]
 
