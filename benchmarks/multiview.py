@@ -32,6 +32,7 @@ import attrs
 import diffusekit as dk
 import numpy as np
 import torch
+from common import parse_settings
 from diffusekit import ConditionList
 from diffusekit_multiview import methods, perceptual, primitives, scenes
 from diffusekit_multiview.cameras import Cameras
@@ -64,12 +65,13 @@ def trained_steps(path: Path | None) -> int:
     return load_checkpoint(path or methods.ShapesMethod().weights()).step
 
 
-def load(path: Path | None, steps: int | None = None) -> dk.Pipeline:
-    """A checkpoint's pipeline (default: the shipped weights), with ``steps`` sampling steps if given."""
+def load(path: Path | None, steps: int | None = None, **overrides) -> dk.Pipeline:
+    """A checkpoint's pipeline (default: the shipped weights), with ``steps`` sampling steps if
+    given and other recipe entries overridden (``{"sampler.eta": 1.0}``)."""
     path = path or methods.ShapesMethod().weights()
     if path is None:
         raise SystemExit("multiview:shapes ships no weights: give --checkpoint")
-    return dk.load(path, **({} if steps is None else {"grid.steps": steps}))
+    return dk.load(path, **overrides, **({} if steps is None else {"grid.steps": steps}))
 
 
 def novel_views(pipe: dk.Pipeline, truth, given: int, batch: int) -> torch.Tensor:
@@ -101,6 +103,10 @@ def bench_nvs(args) -> None:
     for name, path in models:
         for steps in args.grid_steps or [None]:
             pipes[name if steps is None else f"{name}, {steps} steps"] = load(path, steps)
+    for variant in args.variant:  # the first model sampled otherwise: "sampler.eta=1,grid.steps=100"
+        overrides = parse_settings(variant.split(","))
+        name, path = models[0]
+        pipes[f"{name}, {', '.join(f'{k} = {v}' for k, v in overrides.items())}"] = load(path, **overrides)
     if args.history_guidance:
         from diffusekit_video.guidance import HistoryGuidance  # the video plugin's guidance by given frames
 
@@ -299,6 +305,12 @@ def main() -> None:
         nargs="*",
         default=[],
         help="nvs: also sample guided by the given views, scale w",
+    )
+    parser.add_argument(
+        "--variant",
+        nargs="*",
+        default=[],
+        help="nvs: also sample the first model with these recipe entries, KEY=VALUE[,KEY=VALUE]",
     )
     parser.add_argument("--num", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)

@@ -194,7 +194,7 @@ class NovelViewMethod(ShapesMethod):
     """Novel views from one view (Zero123's task, Liu et al., 2023, with the given view held at
     t = 0 as in CAT3D): ``multiview:shapes``' weights, the first of :data:`VIEWS` views given and
     the other three generated at cameras 90°, 180° and 270° further round the orbit. The shape
-    class is not given (the null label).
+    class is not given (the null label). Sampling is ancestral (DDIM with η = 1; Song et al., 2021).
 
     Without ``--input`` the given views are of held-out scenes the plugin renders (the test split),
     and ``views.png`` shows each scene's true views above the generated ones; ``report.json`` gives
@@ -207,7 +207,10 @@ class NovelViewMethod(ShapesMethod):
 
     def recipe(self) -> Recipe:
         base = super().recipe()
-        return attrs.evolve(base, guidance=None, method="multiview:nvs")
+        # ancestral steps (DDIM with eta = 1): their fresh noise corrects an undertrained network's
+        # drift, which a deterministic solver integrates; 0.6 dB and 0.05 closer than eta = 0 (§10.1)
+        sampler = ComponentSpec("gaussian:ddim", {"eta": 1.0})
+        return attrs.evolve(base, sampler=sampler, guidance=None, method="multiview:nvs")
 
     def condition(self, num: int, *, device: torch.device | str | None = None) -> Condition:
         extrinsics = cameras.orbit(VIEWS, scenes.CAMERA_RADIUS, ELEVATION_DEG).expand(num, -1, -1, -1)
