@@ -7,7 +7,7 @@ Usage (from ``benchmarks/``)::
     OMP_NUM_THREADS=1 ../.venv/bin/python multiview.py sds                # 3: SDS vs its inversion variant
     OMP_NUM_THREADS=1 ../.venv/bin/python multiview.py refine             # 3: reconstruct, then refine
 
-``nvs`` renders held-out scenes of the test split (seed ``TRUTH_SEED + SEED``, which neither
+``nvs`` renders held-out scenes of the test split (seed ``TRUTH_SEED + SEED``, or ``--seed``, which neither
 training nor the method's own outputs use) from cameras on the 20° orbit, gives the model the
 first view and scores the three generated views against the true renders: PSNR, its gain over
 copying the given view (paired per scene), SSIM (scikit-image; Wang et al., 2004) and the
@@ -108,21 +108,21 @@ def bench_nvs(args) -> None:
         name, path = models[0]
         pipes[f"{name}, {', '.join(f'{k} = {v}' for k, v in overrides.items())}"] = load(path, **overrides)
     if args.history_guidance:
-        from diffusekit_video.guidance import HistoryGuidance  # the video plugin's guidance by given frames
+        from diffusekit_gaussian import HistoryGuidance
 
         name, path = models[0]
         for scale in args.history_guidance:
             pipes[f"{name}, guided by the given view (w = {scale:g})"] = attrs.evolve(
                 load(path), guidance=HistoryGuidance(scale)
             )
-    recipe = attrs.evolve(next(iter(pipes.values())).recipe, seed=SEED)
+    recipe = attrs.evolve(next(iter(pipes.values())).recipe, seed=args.seed)
     truth = method.held_out(args.num, recipe)
     views = truth.views * 2.0 - 1.0
     features = perceptual.shipped_view_features()
     # the pixel-wise mean of training views: the best constant guess in squared error, a floor
     # that any estimate of the posterior mean should beat by using the given view
     mean_view = (scenes.Shapes(count=512, views=methods.VIEWS, seed=0).generate().views * 2.0 - 1.0).mean((0, 1))
-    header(f"nvs, {args.num} held-out scenes, {methods.VIEWS} views on the 20° orbit")
+    header(f"nvs, {args.num} held-out scenes (seed {args.seed}), {methods.VIEWS} views on the 20° orbit")
     print(
         "| given views | model | PSNR (dB) | PSNR − copy's (dB) | SSIM | perceptual distance | s per scene |\n"
         "|---|---|---|---|---|---|---|"
@@ -135,7 +135,7 @@ def bench_nvs(args) -> None:
             ("the mean training view (ignores the given view)", mean_view.expand_as(target), float("nan")),
         ]
         for name, pipe in pipes.items():
-            pipe = attrs.evolve(pipe, recipe=attrs.evolve(pipe.recipe, seed=SEED))
+            pipe = attrs.evolve(pipe, recipe=attrs.evolve(pipe.recipe, seed=args.seed))
             start = time.perf_counter()
             out = novel_views(pipe, truth, given, args.batch)
             rows.append((name, out[:, given:], (time.perf_counter() - start) / args.num))
@@ -313,6 +313,9 @@ def main() -> None:
         help="nvs: also sample the first model with these recipe entries, KEY=VALUE[,KEY=VALUE]",
     )
     parser.add_argument("--num", type=int, default=64)
+    parser.add_argument(
+        "--seed", type=int, default=SEED, help="nvs: which held-out scenes (another seed: a validation set) and draws"
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--given", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--fit-steps", type=int, default=300, help="consistency: voxel fitting steps")

@@ -25,8 +25,8 @@ import attrs
 import diffusekit as dk
 import numpy as np
 import torch
+from diffusekit_gaussian.history import HistoryGuidance
 from diffusekit_video import scenes, tracking
-from diffusekit_video.guidance import HistoryGuidance
 from diffusekit_video.methods import TRUTH_SEED
 from diffusekit_video.rollout import CachedFrames, rollout, with_frames
 

@@ -62,6 +62,19 @@ def test_ambiguous_and_unknown_names_list_candidates(monkeypatch):
         registry.resolve("gird", "step")
 
 
+def test_a_component_under_two_names_has_one_canonical_name_and_aliases(monkeypatch):
+    """A component that moved plugins stays registered under its old name: both names build it,
+    its bare name is not ambiguous, and it is saved under the name of the plugin loaded first."""
+    new = _module(monkeypatch, "fake_alpha", register_grids=_grids((StepGrid, "step")))
+    old = _module(monkeypatch, "fake_beta", register_grids=_grids((StepGrid, "step"), (OtherGrid, "other")))
+    registry = load([old, new]).registry  # plugins load in name order, whatever the discovery order
+    assert registry.resolve("grid", "beta:step").obj is registry.resolve("grid", "alpha:step").obj is StepGrid
+    assert registry.resolve("grid", "step").qualname == "alpha:step"
+    assert registry.name_of(StepGrid()).qualname == "alpha:step"
+    assert registry.canonical(registry.resolve("grid", "beta:step")).qualname == "alpha:step"
+    assert registry.canonical(registry.resolve("grid", "other")).qualname == "beta:other"
+
+
 def test_a_plugin_that_fails_to_import_is_reported_and_others_load(monkeypatch):
     good = _module(monkeypatch, "fake_alpha", register_grids=_grids((StepGrid, "step")))
     broken = md.EntryPoint("broken", "fake_module_that_does_not_exist", "diffusekit")

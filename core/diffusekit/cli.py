@@ -175,15 +175,20 @@ def list_components(kind: str | None, as_json: bool) -> None:
     entries = registry.entries(kind)
     for plugin, error in sorted(registry.failed.items()):  # their components are missing from the list
         click.echo(f"Warning: plugin {plugin!r} {error}; see 'diffusekit plugins'", err=True)
+
+    def summary(e: Any) -> str:
+        canonical = registry.canonical(e)
+        return e.summary if canonical.qualname == e.qualname else f"alias of {canonical.qualname}"
+
     if as_json:
-        click.echo(json.dumps([{"kind": e.kind, "name": e.qualname, "summary": e.summary} for e in entries], indent=2))
+        click.echo(json.dumps([{"kind": e.kind, "name": e.qualname, "summary": summary(e)} for e in entries], indent=2))
         return
     current = None
     for e in entries:
         if e.kind != current:
             current = e.kind
             click.echo(f"{e.kind}s:")
-        click.echo(f"  {e.qualname:32s} {e.summary}")
+        click.echo(f"  {e.qualname:32s} {summary(e)}")
 
 
 def describe(entry: Any) -> dict[str, Any]:

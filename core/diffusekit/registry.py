@@ -1,7 +1,10 @@
 """The registry of components: qualified names ``plugin:name`` per kind.
 
 A bare name resolves when exactly one plugin registered it for that kind; an unknown
-or ambiguous name raises an error that lists the candidates.
+or ambiguous name raises an error that lists the candidates. A class registered under
+several names is one component with aliases (kept when a component moves to another
+plugin, so recipes that name it still load): its first name, in plugin load order, is
+the canonical one that :meth:`Registry.name_of` gives and recipes save.
 """
 
 from __future__ import annotations
@@ -130,8 +133,8 @@ class Registry:
             return table[name]
         if ":" not in name:
             matches = [e for e in table.values() if e.name == name]
-            if len(matches) == 1:
-                return matches[0]
+            if matches and len({e.obj for e in matches}) == 1:  # one component, perhaps under aliases
+                return self._by_type[matches[0].obj]
             if len(matches) > 1:
                 names = ", ".join(sorted(e.qualname for e in matches))
                 raise AmbiguousComponent(f"{kind} {name!r} is ambiguous; use one of: {names}")
@@ -165,6 +168,10 @@ class Registry:
             except ComponentNotFound:
                 pass
         return found
+
+    def canonical(self, entry: Entry) -> Entry:
+        """The entry whose name ``entry``'s component goes by (``entry`` itself unless it is an alias)."""
+        return self._by_type[entry.obj]
 
     def name_of(self, obj: object) -> Entry:
         """The entry an instance (or class) was registered as."""

@@ -9,11 +9,15 @@ from diffusekit_gaussian import (
     ClassifierFreeGuidance,
     ClassifierGuidance,
     ComposableGuidance,
+    HistoryGuidance,
     KarrasGrid,
     ProductGuidance,
+    RectifiedFlow,
     UniPC,
     VPCosine,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 F64 = torch.float64
 
@@ -135,3 +139,26 @@ def test_product_of_denoisers_sums_weighted_scores():
     assert torch.allclose(product.eps, expected)
     same = ProductGuidance(weight=0.5, weights=(0.5,), others=(oracle,)).wrap(oracle)({"x": x}, t)["x"]
     assert torch.allclose(same.x0, oracle({"x": x}, t)["x"].x0)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(scale=st.floats(0.0, 4.0), t=st.floats(0.05, 0.95), seed=st.integers(0, 2**16))
+def test_history_guidance_contrasts_the_joint_posterior_with_the_marginal(scale, t, seed):
+    """Two elements (frames or views) of a mixture, the first given at t = 0: with it, the exact
+    denoiser of the second is the joint posterior's; replaced by noise at t = 1 (where rectified
+    flow keeps no signal) it is the second element's marginal posterior. History guidance is
+    their classifier-free combination, and leaves the given element's own prediction alone."""
+    g = torch.Generator().manual_seed(seed)
+    mixture = GaussianMixture.random((2, 2), 3, generator=g)
+    oracle = OracleDenoiser.single(mixture, RectifiedFlow())
+    clean = mixture.sample(4, generator=g)
+    x = clean.clone()
+    x[:, 1] = (1 - t) * clean[:, 1] + t * torch.randn(4, 2, generator=g, dtype=F64)
+    time = torch.tensor([[0.0, t]] * 4, dtype=F64)
+    guided = HistoryGuidance(scale).wrap(oracle)({"x": x}, {"x": time})["x"].x0
+    joint = oracle({"x": x}, {"x": time})["x"].x0
+    second = GaussianMixture(mixture.weights, mixture.means[:, 1], mixture.stds[:, 1])
+    marginal = second.posterior_mean(x[:, 1], 1 - t, t)
+    assert torch.allclose(guided[:, 1], marginal + scale * (joint[:, 1] - marginal), atol=1e-9)
+    assert torch.equal(guided[:, 0], joint[:, 0])
+    assert torch.allclose(joint[:, 0], clean[:, 0])  # the given element is known exactly

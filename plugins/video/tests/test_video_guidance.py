@@ -5,8 +5,9 @@ causal rollout computes what the recompute computes."""
 from __future__ import annotations
 
 import attrs
+import diffusekit as dk
 import torch
-from diffusekit_video.guidance import HistoryGuidance, given_frames, stand_in
+from diffusekit_gaussian.history import HistoryGuidance, given_elements, stand_in
 from diffusekit_video.rollout import CachedFrames, with_frames
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,8 +26,8 @@ def _clip(seed: int, frames: int, held: int) -> tuple[torch.Tensor, torch.Tensor
 
 def test_given_frames_are_read_off_the_time():
     t = torch.tensor([[0.0, 0.0, 0.5], [0.0, 0.0, 0.0], [0.3, 0.0, 0.3]])
-    assert given_frames(t).tolist() == [[True, True, False], [False, False, False], [False, True, False]]
-    assert given_frames(torch.full((2, 3), 0.4)) is None and given_frames(torch.zeros(4)) is None
+    assert given_elements(t).tolist() == [[True, True, False], [False, False, False], [False, True, False]]
+    assert given_elements(torch.full((2, 3), 0.4)) is None and given_elements(torch.zeros(4)) is None
 
 
 @examples
@@ -69,3 +70,21 @@ def test_cached_guided_frames_equal_the_guided_recompute(scale, held, seed):
         view = attrs.evolve(with_frames(pipe, 1, CachedFrames(module, cache, absent, scale)), guidance=None)
         cached = view.denoiser({"x": x[:, held:]}, {"x": t[:, held:]})["x"].x0
     assert torch.allclose(cached, full, atol=1e-5), (cached - full).abs().max()
+
+
+def test_video_history_is_an_alias_that_old_recipes_and_the_cli_still_know(tmp_path):
+    """History guidance moved to the gaussian plugin; checkpoints whose recipe names
+    ``video:history`` (the shipped weights were saved so) still load with it."""
+    from diffusekit.checkpoint import load_checkpoint
+    from diffusekit.testing.cli import run_cli
+    from diffusekit_video.methods import BouncingMethod
+
+    path = BouncingMethod().weights()
+    assert load_checkpoint(path).recipe.guidance.name == "video:history"
+    pipe = dk.load(path)
+    assert isinstance(pipe.guidance, HistoryGuidance) and pipe.guidance.scale == 2.0
+    listed = run_cli("list", "guidance", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert any(
+        line.split() == ["video:history", "alias", "of", "gaussian:history"] for line in listed.stdout.splitlines()
+    )

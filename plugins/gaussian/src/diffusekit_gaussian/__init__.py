@@ -5,6 +5,7 @@ from diffusekit_gaussian.dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE, DPMS
 from diffusekit_gaussian.flow import FlowEuler, FlowHeun, FlowMidpoint
 from diffusekit_gaussian.grids import KarrasGrid, LogSNRGrid
 from diffusekit_gaussian.guidance import ClassifierFreeGuidance, ClassifierGuidance, ComposableGuidance, ProductGuidance
+from diffusekit_gaussian.history import HistoryGuidance
 from diffusekit_gaussian.multistep import DEIS, IPNDM, LMS
 from diffusekit_gaussian.networks import MLP, UNet
 from diffusekit_gaussian.parameterizations import (
@@ -47,6 +48,7 @@ __all__ = [
     "Euler",
     "EulerMaruyama",
     "Heun",
+    "HistoryGuidance",
     "KarrasGrid",
     "LogSNRGrid",
     "RectifiedFlow",

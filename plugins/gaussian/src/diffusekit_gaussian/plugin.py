@@ -11,6 +11,7 @@ from diffusekit_gaussian import (
     flow,
     grids,
     guidance,
+    history,
     multistep,
     networks,
     parameterizations,
@@ -82,6 +83,7 @@ def register_guidances(register):
     register(guidance.ComposableGuidance, name="composable")
     register(guidance.ClassifierGuidance, name="classifier")
     register(guidance.ProductGuidance, name="product")
+    register(history.HistoryGuidance, name="history")
 
 
 @hookimpl

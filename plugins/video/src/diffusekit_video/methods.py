@@ -92,7 +92,7 @@ class BouncingMethod(Method):
             ),
             sampler=ComponentSpec("gaussian:ddim"),
             grid=ComponentSpec("video:full_sequence", {"steps": 20}),
-            guidance=ComponentSpec("video:history", {"scale": 2.0}),  # acts only where frames are given
+            guidance=ComponentSpec("gaussian:history", {"scale": 2.0}),  # acts only where frames are given
             dataset=ComponentSpec("video:bouncing_balls", {"count": 5000, "frames": FRAMES}),
             method="video:bouncing",
             seed=0,

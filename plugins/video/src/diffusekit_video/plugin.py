@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from diffusekit import hookimpl
+from diffusekit_gaussian.history import HistoryGuidance
 
-from diffusekit_video import guidance, networks, plans, scenes
+from diffusekit_video import networks, plans, scenes
 
 
 @hookimpl
@@ -35,4 +36,6 @@ def register_methods(register):
 
 @hookimpl
 def register_guidances(register):
-    register(guidance.HistoryGuidance, name="history")
+    # history guidance began here and moved to the gaussian plugin (gaussian:history) when the
+    # multiview plugin came to use it; this alias keeps recipes and checkpoints that name it working
+    register(HistoryGuidance, name="history")

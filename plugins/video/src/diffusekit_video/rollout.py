@@ -25,9 +25,9 @@ from __future__ import annotations
 import attrs
 import torch
 from diffusekit import Pipeline
+from diffusekit_gaussian.history import HistoryGuidance, stand_in
 from torch import Tensor, nn
 
-from diffusekit_video.guidance import HistoryGuidance, stand_in
 from diffusekit_video.networks import Cache, SpatioTemporalModule
 
 
@@ -36,7 +36,7 @@ class CachedFrames(nn.Module):
     is :meth:`SpatioTemporalModule.forward_step` on the new frames alone.
 
     With ``absent`` (the cache of the same frames replaced by noise at t = 1) and ``scale`` w,
-    it is history guidance (:mod:`diffusekit_video.guidance`) on the raw output, both caches
+    it is history guidance (:mod:`diffusekit_gaussian.history`) on the raw output, both caches
     in one batch: :math:`o_\varnothing + w\,(o - o_\varnothing)` — the guided prediction,
     since a prediction is affine in the raw output at fixed ``x`` and t.
     """
@@ -60,7 +60,7 @@ class CachedFrames(nn.Module):
 
 
 def _absent(frames: Tensor, start: int) -> Tensor:
-    """Frames ``start ..`` replaced by their stand-in noise (:func:`~diffusekit_video.guidance.stand_in`)."""
+    """Frames ``start ..`` replaced by their stand-in noise (:func:`~diffusekit_gaussian.history.stand_in`)."""
     return stand_in(range(start, start + frames.shape[1]), frames).expand_as(frames)
 
 

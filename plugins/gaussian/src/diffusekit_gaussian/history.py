@@ -1,16 +1,17 @@
-r"""History guidance: classifier-free guidance whose condition is the given frames.
+r"""History guidance: classifier-free guidance whose condition is the given elements.
 
-A network trained with diffusion forcing and held frames (``train.hold``) has seen clips
-with frames given and clips without; the given frames play the role of the condition. The
-guided prediction of every other frame is
+A network trained with per-element time and elements held given (``train.hold``: frames of
+a video, views of a scene) has seen samples with some elements given and samples without;
+the given elements play the role of the condition. The guided prediction of every other
+element is
 
 .. math:: \tilde D = D(x \mid \varnothing) + w\,\big(D(x \mid \text{given}) - D(x \mid \varnothing)\big),
 
-where :math:`D(x \mid \varnothing)` sees the given frames replaced by pure noise at t = 1
+where :math:`D(x \mid \varnothing)` sees the given elements replaced by pure noise at t = 1
 (Chen et al., 2024, "Diffusion Forcing", §3.3; Song et al., 2025, "History-Guided Video
-Diffusion"). The given frames are read off the time: a frame is given where its time is 0
-while another frame of the same sample is still noisy, so the guidance needs nothing but
-the plan. Both evaluations run as one batch.
+Diffusion"). The given elements are read off the time plan: along the first axis after the
+batch, an element is given where its time is 0 while another element of the same sample is
+still noisy, so the guidance needs nothing but the plan. Both evaluations run as one batch.
 """
 
 from __future__ import annotations
@@ -25,25 +26,35 @@ from diffusekit.denoiser import DenoiserLike
 from diffusekit.state import align_time
 
 NOISE_SEED = 0
-"""The seed of the noise that stands in for the given frames in the unconditional evaluation
+"""The seed of the noise that stands in for the given elements in the unconditional evaluation
 (fixed: the guided denoiser is a pure function of its inputs)."""
 
 
-def stand_in(frames: range, like: torch.Tensor) -> torch.Tensor:
-    """Noise for frames ``frames`` (indices in the video), shaped like a frame of ``like``
-    ``(B, F, *frame)``: ``(len(frames), *frame)``, the same for every sample. Frame ``f``'s noise
-    depends on ``f`` alone, so a rollout that caches it computes what a recompute computes."""
+def stand_in(indices: range, like: torch.Tensor) -> torch.Tensor:
+    """Noise for elements ``indices`` (along dimension 1 of ``like``, ``(B, N, *element)``):
+    ``(len(indices), *element)``, the same for every sample. Element ``i``'s noise depends on
+    ``i`` alone, so a video rollout that caches it computes what a recompute computes."""
     shape = tuple(like.shape[2:])
     out = [
-        torch.randn(shape, generator=torch.Generator().manual_seed(NOISE_SEED * 1_000_003 + f), dtype=like.dtype)
-        for f in frames
+        torch.randn(shape, generator=torch.Generator().manual_seed(NOISE_SEED * 1_000_003 + i), dtype=like.dtype)
+        for i in indices
     ]
     return torch.stack(out).to(like.device) if out else like.new_zeros((0, *shape))
 
 
+def given_elements(t: torch.Tensor) -> torch.Tensor | None:
+    """Where ``t`` ``(B, N, ...)`` marks given elements (0 while another element of the sample is
+    not), or ``None`` if no sample has any."""
+    if t.ndim < 2:
+        return None
+    rows = t.flatten(1)
+    given = (rows == 0) & (rows > 0).any(1, keepdim=True)
+    return given.reshape(t.shape) if bool(given.any()) else None
+
+
 @attrs.frozen
 class HistoryGuidance(Guidance):
-    """Guidance by the given frames (history guidance), ``scale`` w: 1 leaves the model as it is."""
+    """Guidance by the given elements (history guidance; frames or views), ``scale`` w: 1 leaves the model as it is."""
 
     supports: ClassVar[frozenset[str]] = frozenset({"gaussian"})
 
@@ -54,16 +65,6 @@ class HistoryGuidance(Guidance):
 
     def neutral(self) -> HistoryGuidance:
         return attrs.evolve(self, scale=1.0)
-
-
-def given_frames(t: torch.Tensor) -> torch.Tensor | None:
-    """Where ``t`` ``(B, F, ...)`` marks given frames (0 while another frame of the sample is not),
-    or ``None`` if no sample has any."""
-    if t.ndim < 2:
-        return None
-    rows = t.flatten(1)
-    given = (rows == 0) & (rows > 0).any(1, keepdim=True)
-    return given.reshape(t.shape) if bool(given.any()) else None
 
 
 @attrs.frozen(eq=False)
@@ -78,7 +79,7 @@ class HistoryGuided:
         return self.inner.schedules
 
     def __call__(self, x, t, condition=None, coef: Mapping[str, Any] | None = None):
-        masks = {p: given_frames(torch.as_tensor(t[p])) for p in x} if self.scale != 1.0 else {}
+        masks = {p: given_elements(torch.as_tensor(t[p])) for p in x} if self.scale != 1.0 else {}
         if not any(m is not None for m in masks.values()):
             return self.inner(x, t, condition, coef)
         n = next(iter(x.values())).shape[0]
@@ -100,7 +101,7 @@ class HistoryGuided:
             cond, uncond = pred.take(slice(0, n)), pred.take(slice(n, 2 * n))
             value = uncond.value + self.scale * (cond.value - uncond.value)
             mask = masks.get(p)
-            if mask is not None:  # the given frames themselves keep their own prediction
+            if mask is not None:  # the given elements themselves keep their own prediction
                 value = torch.where(align_time(mask, value), cond.value, value)
             guided[p] = cond.with_value(value)
         return guided
