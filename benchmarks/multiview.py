@@ -127,6 +127,7 @@ def bench_nvs(args) -> None:
         "| given views | model | PSNR (dB) | PSNR − copy's (dB) | SSIM | perceptual distance | s per scene |\n"
         "|---|---|---|---|---|---|---|"
     )
+    spreads = []
     for given in args.given:
         target = views[:, given:]
         nearest = torch.stack([views[:, nearest_given(k, given)] for k in range(given, methods.VIEWS)], 1)
@@ -139,6 +140,9 @@ def bench_nvs(args) -> None:
             start = time.perf_counter()
             out = novel_views(pipe, truth, given, args.batch)
             rows.append((name, out[:, given:], (time.perf_counter() - start) / args.num))
+            if args.spread:  # a second draw of every scene, with other noise
+                again = attrs.evolve(pipe, recipe=attrs.evolve(pipe.recipe, seed=args.seed + 1))
+                spreads.append((given, name, out[:, given:], novel_views(again, truth, given, args.batch)[:, given:]))
         copied = methods.psnr(nearest, target)
         for name, got, seconds in rows:
             p = methods.psnr(got, target)
@@ -147,6 +151,30 @@ def bench_nvs(args) -> None:
             gain = "" if got is nearest else f"{mean_sem(p - copied, signed=True)}"
             spent = "" if np.isnan(seconds) else f"{seconds:.2f}"
             print(f"| {given} | {name} | {mean_sem(p)} | {gain} | {float(s.mean()):.3f} | {mean_sem(d, 3)} | {spent} |")
+    if spreads:
+        print_spreads(spreads, views)
+
+
+def print_spreads(spreads: list, views: torch.Tensor) -> None:
+    """A sample's squared error split in two (``--spread``). For draws x̂ of the views given
+    the given ones, m their mean and x the truth, E|x̂ − x|² = E|x̂ − m|² + |m − x|², and two
+    independent draws differ by E|x̂₁ − x̂₂|² = 2 E|x̂ − m|²: so the error of the draws' mean
+    (what the samples' spread costs) is a sample's error less half the two draws' squared
+    difference. Mean squared errors over every scene and view, images scaled to [0, 1]."""
+    print(
+        "\n| given views | model | a sample's squared error (PSNR) | spread (half two draws' squared difference) | "
+        "error of the draws' mean (PSNR) |\n|---|---|---|---|---|"
+    )
+    for given, name, first, second in spreads:
+        target = views[:, given:]
+        error = float(((first - target) / 2).square().mean())
+        spread = float(((first - second) / 2).square().mean()) / 2
+        mean_error = error - spread
+
+        def db(mse: float) -> str:
+            return f"{mse:.4f} ({-10 * np.log10(mse):.2f} dB)"
+
+        print(f"| {given} | {name} | {db(error)} | {spread:.4f} | {db(mean_error)} |")
 
 
 def mean_sem(x: torch.Tensor, digits: int = 2, signed: bool = False) -> str:
@@ -311,6 +339,9 @@ def main() -> None:
         nargs="*",
         default=[],
         help="nvs: also sample the first model with these recipe entries, KEY=VALUE[,KEY=VALUE]",
+    )
+    parser.add_argument(
+        "--spread", action="store_true", help="nvs: draw twice and split a sample's error into spread and bias"
     )
     parser.add_argument("--num", type=int, default=64)
     parser.add_argument(
